@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from apps.integrations.models import (
+    GitHubIntegration,
+    IntegrationCredential,
+    PullRequest,
+    TrackedRepository,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Data that comes from GitHub: visible, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(GitHubIntegration)
+class GitHubIntegrationAdmin(admin.ModelAdmin):
+    list_display = ["team", "account_login", "connected", "created_at"]
+    search_fields = ["team__slug", "account_login"]
+    readonly_fields = ["team", "account_login", "connected", "created_at", "updated_at"]
+    fields = readonly_fields
+
+    @admin.display(boolean=True)
+    def connected(self, obj: GitHubIntegration) -> bool:
+        return obj.is_connected
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Integrations are created by connecting a token (track_repo), which checks it first.
+        return False
+
+
+@admin.register(IntegrationCredential)
+class IntegrationCredentialAdmin(admin.ModelAdmin):
+    """Credentials can be listed and deleted (which disconnects), never read."""
+
+    list_display = ["integration", "created_at", "updated_at"]
+    fields = ["integration", "created_at", "updated_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(TrackedRepository)
+class TrackedRepositoryAdmin(admin.ModelAdmin):
+    list_display = ["full_name", "team", "is_active", "sync_status", "last_sync_at", "short_error"]
+    list_filter = ["sync_status", "is_active", "team"]
+    search_fields = ["full_name", "team__slug"]
+    list_select_related = ["team"]
+    readonly_fields = [
+        "team",
+        "integration",
+        "github_repo_id",
+        "full_name",
+        "webhook_id",
+        "sync_status",
+        "last_sync_at",
+        "last_sync_error",
+        "sync_watermark",
+        "sync_checkpoint",
+        "created_at",
+        "updated_at",
+    ]
+    fields = ["is_active", *readonly_fields]
+
+    @admin.display(description="last error")
+    def short_error(self, obj: TrackedRepository) -> str:
+        error = obj.last_sync_error
+        return error if len(error) <= 80 else error[:79] + "…"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(PullRequest)
+class PullRequestAdmin(ReadOnlyAdmin):
+    list_display = ["tracked_repo", "number", "title", "state", "author_login", "github_updated_at"]
+    list_filter = ["state", "is_draft"]
+    search_fields = ["title", "author_login", "tracked_repo__full_name", "=number"]
+    list_select_related = ["tracked_repo"]
+    date_hierarchy = "github_updated_at"
+    show_full_result_count = False

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from django.db import models
+
+from apps.integrations.fields import EncryptedSecretField
+from apps.teams.models import BaseTeamModel
+
+
+class GitHubIntegration(BaseTeamModel):
+    """A team's connection to GitHub. Connected while it has a credential."""
+
+    account_login = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team"], name="one_github_integration_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}: GitHub ({self.account_login})"
+
+    @property
+    def is_connected(self) -> bool:
+        try:
+            return self.credential is not None
+        except IntegrationCredential.DoesNotExist:
+            return False
+
+
+class IntegrationCredential(models.Model):
+    """The access token of an integration, encrypted at rest.
+
+    Deleting it disconnects the integration and nothing else: the integration, its
+    repositories and their pull requests stay (OneToOne cascades only from the other side).
+    """
+
+    integration = models.OneToOneField(
+        GitHubIntegration, on_delete=models.CASCADE, related_name="credential"
+    )
+    access_token = EncryptedSecretField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"credential of {self.integration_id}"
+
+
+class TrackedRepository(BaseTeamModel):
+    class SyncStatus(models.TextChoices):
+        IDLE = "idle", "Idle"
+        QUEUED = "queued", "Queued"
+        SYNCING = "syncing", "Syncing"
+        RATE_LIMITED = "rate_limited", "Rate limited"
+        ERROR = "error", "Error"
+
+    integration = models.ForeignKey(
+        GitHubIntegration, on_delete=models.CASCADE, related_name="repositories"
+    )
+    github_repo_id = models.BigIntegerField()
+    full_name = models.CharField(max_length=255)
+    is_active = models.BooleanField(default=True)
+    webhook_id = models.BigIntegerField(null=True, blank=True)
+
+    # Outcome of the last sync, written only by services.sync_outcome.
+    last_sync_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last successful sync finished (our clock)."
+    )
+    last_sync_error = models.TextField(blank=True, default="")
+    sync_status = models.CharField(
+        max_length=16, choices=SyncStatus.choices, default=SyncStatus.IDLE
+    )
+
+    # Where the next sync starts. These come from GitHub's own updated_at values, never from
+    # our clock: a PR edited while we page carries a GitHub timestamp at or after the
+    # watermark, so the next sync sees it (the seed's `last_sync_at = now()` after fetching
+    # would skip edits made during the sync).
+    sync_watermark = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="GitHub updated_at from which the next incremental sync lists changes.",
+    )
+    sync_checkpoint = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Position of an unfinished sync pass; the next sync resumes from it.",
+    )
+
+    class Meta:
+        verbose_name_plural = "tracked repositories"
+        constraints = [
+            models.UniqueConstraint(fields=["team", "full_name"], name="unique_repo_per_team"),
+        ]
+        indexes = [
+            # Fan-out and admin filters.
+            models.Index(fields=["is_active", "sync_status"], name="trackedrepo_active_status"),
+            # sync_repo matches names case-insensitively.
+            models.Index(models.functions.Lower("full_name"), name="trackedrepo_lower_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.full_name
+
+
+class PullRequest(BaseTeamModel):
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    tracked_repo = models.ForeignKey(
+        TrackedRepository, on_delete=models.CASCADE, related_name="pull_requests"
+    )
+    github_id = models.BigIntegerField()
+    number = models.IntegerField()
+    title = models.TextField()
+    state = models.CharField(max_length=8, choices=State.choices)
+    is_draft = models.BooleanField(default=False)
+    author_login = models.CharField(max_length=255)
+    github_created_at = models.DateTimeField()
+    github_updated_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    merged_at = models.DateTimeField(null=True, blank=True)
+    additions = models.IntegerField(default=0)
+    deletions = models.IntegerField(default=0)
+    changed_files = models.IntegerField(default=0)
+    commits = models.IntegerField(default=0)
+    base_ref = models.CharField(max_length=255, blank=True, default="")
+    head_ref = models.CharField(max_length=255, blank=True, default="")
+    html_url = models.URLField(max_length=500)
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target: the same repository may be tracked by two teams,
+            # so uniqueness is per tracked repository, not per GitHub id.
+            models.UniqueConstraint(
+                fields=["tracked_repo", "github_id"], name="unique_pr_github_id_per_repo"
+            ),
+            models.UniqueConstraint(
+                fields=["tracked_repo", "number"], name="unique_pr_number_per_repo"
+            ),
+        ]
+        indexes = [
+            # Analytics read a team's PRs over time windows.
+            models.Index(fields=["team", "github_updated_at"], name="pr_team_updated"),
+            models.Index(fields=["tracked_repo", "github_created_at"], name="pr_repo_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tracked_repo.full_name}#{self.number}"

@@ -1,0 +1,164 @@
+"""Settings for tformance, read from the environment with safe local defaults.
+
+Every setting the README documents is read here and nowhere else.
+"""
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _required_secret(name: str, dev_default: str) -> str:
+    """A secret that production must set; development may fall back with a warning.
+
+    A missing secret exits with one line rather than an ImproperlyConfigured traceback:
+    operators see the fix, not Django's internals.
+    """
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    if DEBUG:
+        warnings.warn(
+            f"{name} is not set; using an insecure development default (DEBUG is on)",
+            stacklevel=2,
+        )
+        return dev_default
+    sys.exit(f"error: {name} is not set (required when DEBUG is off); see README.md 'Settings'")
+
+
+DEBUG = _env_bool("DEBUG", default=False)
+
+SECRET_KEY = _required_secret("SECRET_KEY", "django-insecure-development-only-key")
+
+# Comma-separated Fernet keys: the first encrypts, every key decrypts (key rotation).
+# The development default is a fixed, public key: never use it for real tokens.
+FIELD_ENCRYPTION_KEY = [
+    key.strip()
+    for key in _required_secret(
+        "FIELD_ENCRYPTION_KEY", "ZGV2LW9ubHkta2V5LW5ldmVyLXVzZS1mb3ItcmVhbCE="
+    ).split(",")
+    if key.strip()
+]
+
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()]
+if DEBUG and not ALLOWED_HOSTS:
+    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "apps.teams",
+    "apps.integrations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tformance.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "tformance.wsgi.application"
+ASGI_APPLICATION = "tformance.asgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "").strip() or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (CLI, workers) write the same file: WAL lets readers run beside the
+    # writer, the busy timeout waits for a lock instead of failing with "database is locked",
+    # and IMMEDIATE transactions take the write lock up front, so two writers never deadlock
+    # upgrading read locks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REDIS_URL = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+
+# GitHub REST base URL: github.com, a GitHub Enterprise Server ".../api/v3", or an emulator.
+GITHUB_API_URL = (os.environ.get("GITHUB_API_URL", "").strip() or "https://api.github.com").rstrip(
+    "/"
+)
+# Seconds before a GitHub request is abandoned (PyGithub insists on an int).
+GITHUB_TIMEOUT = int(os.environ.get("GITHUB_TIMEOUT", "30"))
+# PyGithub's own pause between requests. GitHub asks integrators to make requests serially
+# per token; a sync is serial, so the pause only guards against bursts.
+GITHUB_SECONDS_BETWEEN_REQUESTS = float(os.environ.get("GITHUB_SECONDS_BETWEEN_REQUESTS", "0.25"))
+# How far back a first (full) sync reaches.
+GITHUB_SYNC_DAYS_BACK = int(os.environ.get("GITHUB_SYNC_DAYS_BACK", "90"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "loggers": {
+        # PyGithub attaches its own INFO handler on import; route it through ours instead.
+        "github": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "apps": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    },
+}

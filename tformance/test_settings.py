@@ -1,0 +1,28 @@
+"""Settings for the test suite: the real settings plus test-only keys and speed-ups.
+
+Secrets are set through the environment before the real settings are read, so the same
+code path (and the same start-up checks) runs in tests as in production.
+"""
+
+import os
+
+# Fixed, public test keys: the second one lets tests rotate from it to the first.
+TEST_ENCRYPTION_KEYS = (
+    "dGZvcm1hbmNlLXRlc3Qta2V5LW5vdC1hLXNlY3JldCE=",
+    "dGZvcm1hbmNlLXRlc3Qta2V5LW51bWJlci10d28hISE=",
+)
+os.environ.setdefault("SECRET_KEY", "tformance-test-secret-key")
+os.environ.setdefault("FIELD_ENCRYPTION_KEY", TEST_ENCRYPTION_KEYS[0])
+
+from tformance.settings import *  # noqa: E402,F403
+from tformance.settings import BASE_DIR, DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The emulator answers on loopback; PyGithub's courtesy pause would only slow the suite.
+GITHUB_SECONDS_BETWEEN_REQUESTS = 0
+GITHUB_TIMEOUT = 10
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not ":memory:", so subprocesses (sync_repo killed mid-sync) share the test
+    # database and tests can read the raw bytes on disk.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}
