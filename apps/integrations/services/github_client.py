@@ -1,0 +1,332 @@
+"""The one place that talks HTTP to GitHub, and the one error hierarchy for its answers.
+
+Requests go through PyGithub's ``Requester`` (auth, base URL, connection pooling), but at the
+level that returns status, headers and body without interpreting them: PyGithub's retry
+machinery sleeps in the calling thread until a rate limit resets (up to an hour), which would
+block a worker. Here every answer that is not a success becomes a typed ``GitHubError`` at
+once, carrying what the caller needs to decide (when to come back), and nobody sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import requests
+import urllib3
+from django.conf import settings
+from github import Auth, Github
+
+if TYPE_CHECKING:
+    from apps.integrations.models import GitHubIntegration
+
+logger = logging.getLogger(__name__)
+
+# Floor for a secondary limit without Retry-After: GitHub's guidance is "at least one minute".
+SECONDARY_LIMIT_MIN_WAIT = timedelta(seconds=60)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class GitHubError(Exception):
+    """Anything GitHub (or the way to it) answered that is not a success.
+
+    Messages never contain the token: they are built from the status and GitHub's own message.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GitHubUnauthorized(GitHubError):
+    """401: the token was rejected (revoked, expired or wrong)."""
+
+
+class GitHubNotConnected(GitHubError):
+    """The integration has no credential (GitHub rejected it earlier); nothing was sent."""
+
+
+class GitHubNotFound(GitHubError):
+    """404: the repository (or object) does not exist or the token may not see it."""
+
+
+class GitHubForbidden(GitHubError):
+    """403 that is not a rate limit: the token lacks a permission. Permanent."""
+
+
+class GitHubRequestError(GitHubError):
+    """Another 4xx: the request itself was refused (e.g. 422). Permanent."""
+
+
+class GitHubDeepPaginationError(GitHubRequestError):
+    """422: GitHub refuses offset pages past about 10,000 items."""
+
+
+class GitHubRateLimited(GitHubError):
+    """A rate limit: come back at ``retry_at`` (aware UTC datetime)."""
+
+    def __init__(self, message: str, *, status: int | None, retry_at: datetime) -> None:
+        super().__init__(message, status=status)
+        self.retry_at = retry_at
+
+
+class GitHubPrimaryRateLimit(GitHubRateLimited):
+    """The token's hourly budget is spent; ``reset_at`` comes from X-RateLimit-Reset."""
+
+    @property
+    def reset_at(self) -> datetime:
+        return self.retry_at
+
+
+class GitHubSecondaryRateLimit(GitHubRateLimited):
+    """An abuse/secondary limit (403 or 429); wait ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, status: int | None, retry_after: float) -> None:
+        super().__init__(
+            message,
+            status=status,
+            retry_at=datetime.now(UTC) + timedelta(seconds=retry_after),
+        )
+        self.retry_after = retry_after
+
+
+class GitHubTransientError(GitHubError):
+    """5xx, timeouts, dropped connections: worth retrying with backoff."""
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return ""
+
+
+def _int_header(headers: dict[str, str], name: str) -> int | None:
+    try:
+        return int(float(headers[name]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def error_from_response(status: int, headers: dict[str, str], body: Any) -> GitHubError:
+    """Classify a GitHub error answer. ``headers`` keys are lower case.
+
+    GitHub's rules (docs: "Rate limits for the REST API"): Retry-After, when present, is the
+    wait; a secondary limit says so in its message and leaves X-RateLimit-Remaining above 0;
+    a primary limit has X-RateLimit-Remaining 0 and X-RateLimit-Reset. A 429 can be either.
+    """
+    message = _message(body)
+    lowered = message.lower()
+    summary = f"GitHub answered {status}" + (f": {message}" if message else "")
+
+    if status in (403, 429):
+        retry_after = _int_header(headers, "retry-after")
+        remaining = _int_header(headers, "x-ratelimit-remaining")
+        reset = _int_header(headers, "x-ratelimit-reset")
+        secondary = "secondary rate limit" in lowered or "abuse" in lowered
+        primary = not secondary and (
+            lowered.startswith("api rate limit exceeded") or remaining == 0
+        )
+        if primary:
+            # Without a reset header, GitHub's window is an hour.
+            retry_at = (
+                datetime.fromtimestamp(reset, tz=UTC)
+                if reset is not None
+                else datetime.now(UTC) + timedelta(hours=1)
+            )
+            return GitHubPrimaryRateLimit(summary, status=status, retry_at=retry_at)
+        if secondary or status == 429 or retry_after is not None:
+            if retry_after is not None:
+                wait = float(retry_after)
+            elif remaining == 0 and reset is not None:
+                wait = max(reset - datetime.now(UTC).timestamp(), 1.0)
+            else:
+                wait = SECONDARY_LIMIT_MIN_WAIT.total_seconds()
+            return GitHubSecondaryRateLimit(summary, status=status, retry_after=wait)
+        return GitHubForbidden(summary, status=status)
+    if status == 401:
+        return GitHubUnauthorized(
+            "GitHub rejected the credentials (401 Bad credentials)", status=status
+        )
+    if status == 404:
+        return GitHubNotFound(summary, status=status)
+    if status == 422 and "pagination" in lowered:
+        return GitHubDeepPaginationError(summary, status=status)
+    if status >= 500:
+        return GitHubTransientError(summary, status=status)
+    return GitHubRequestError(summary, status=status)
+
+
+def secondary_backoff(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait after the ``attempt``-th secondary limit in a row (GitHub's guidance:
+    Retry-After if given, else at least a minute, growing exponentially), with jitter so
+    many workers do not return in the same second."""
+    base = retry_after if retry_after is not None else 60 * (2 ** max(attempt - 1, 0))
+    return base + random.uniform(0, min(base * 0.1, 30))  # noqa: S311 - jitter, not crypto
+
+
+# --------------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    data: Any
+
+
+@dataclass
+class GitHubClient:
+    """A PyGithub connection for one token, with typed calls for the endpoints we use.
+
+    ``requests_made`` counts HTTP requests sent (the API cost a sync reports).
+    """
+
+    github: Github
+    requests_made: int = 0
+    last_headers: dict[str, str] = field(default_factory=dict)
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> Response:
+        """Send one request; return it if its status is in ``ok``, else raise a GitHubError."""
+        requester = self.github.requester
+        self.requests_made += 1
+        try:
+            status, response_headers, text = requester.requestJson(
+                method, path, parameters=params, headers=dict(headers or {}), input=body
+            )
+        except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
+            raise GitHubTransientError(f"GitHub request timed out: {type(exc).__name__}") from exc
+        except (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise GitHubTransientError(f"could not reach GitHub: {type(exc).__name__}") from exc
+        except requests.RequestException as exc:
+            raise GitHubTransientError(f"GitHub request failed: {type(exc).__name__}") from exc
+        self.last_headers = response_headers
+        data: Any = None
+        if text:
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+                if status in ok:
+                    raise GitHubTransientError(
+                        f"GitHub answered {status} with a body that is not JSON"
+                    ) from None
+        if status in ok:
+            return Response(status=status, headers=response_headers, data=data)
+        error = error_from_response(status, response_headers, data)
+        logger.info(
+            "github.request_failed",
+            extra={"method": method, "path": path, "status": status, "error": type(error).__name__},
+        )
+        raise error
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    def get_authenticated_user(self) -> dict[str, Any]:
+        """https://docs.github.com/rest/users/users#get-the-authenticated-user"""
+        return self.request("GET", "/user").data
+
+    def get_repository(self, full_name: str) -> dict[str, Any]:
+        """https://docs.github.com/rest/repos/repos#get-a-repository"""
+        return self.request("GET", f"/repos/{full_name}").data
+
+    def list_issues_page(
+        self,
+        full_name: str,
+        *,
+        since: datetime | None,
+        page: int = 1,
+        per_page: int = 100,
+        sort: str = "updated",
+        direction: str = "asc",
+    ) -> list[dict[str, Any]]:
+        """https://docs.github.com/rest/issues/issues#list-repository-issues
+
+        One page of issues and pull requests (state=all) updated at or after ``since``.
+        """
+        params: dict[str, Any] = {
+            "state": "all",
+            "sort": sort,
+            "direction": direction,
+            "per_page": per_page,
+            "page": page,
+        }
+        if since is not None:
+            params["since"] = format_github_time(since)
+        return self.request("GET", f"/repos/{full_name}/issues", params=params).data
+
+    def get_pull(self, full_name: str, number: int) -> dict[str, Any]:
+        """https://docs.github.com/rest/pulls/pulls#get-a-pull-request"""
+        return self.request("GET", f"/repos/{full_name}/pulls/{number}").data
+
+
+def format_github_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as GitHub documents for ``since``.
+
+    PyGithub formats naive and aware datetimes alike without converting; a non-UTC aware
+    value would be sent as the wrong instant, so conversion happens here.
+    """
+    if value.tzinfo is None:
+        raise ValueError("GitHub timestamps must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_github_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def client_for_token(token: str) -> GitHubClient:
+    """A client for a plaintext token (used before a credential exists, by track_repo)."""
+    github = Github(
+        auth=Auth.Token(token),
+        base_url=settings.GITHUB_API_URL,
+        timeout=int(settings.GITHUB_TIMEOUT),
+        per_page=100,
+        # No retries inside PyGithub: rate limits and Retry-After must reach the caller as
+        # typed errors instead of sleeping this thread; transient errors are retried by the
+        # task layer with backoff, where a worker is not blocked meanwhile.
+        retry=None,
+        seconds_between_requests=settings.GITHUB_SECONDS_BETWEEN_REQUESTS or None,
+        seconds_between_writes=None,
+        lazy=True,
+    )
+    return GitHubClient(github=github)
+
+
+def client_for_integration(integration: GitHubIntegration) -> GitHubClient:
+    """A client authenticated with the integration's decrypted token.
+
+    Raises GitHubNotConnected when the integration has no credential.
+    """
+    from apps.integrations.models import IntegrationCredential
+
+    try:
+        credential = integration.credential
+    except IntegrationCredential.DoesNotExist:
+        raise GitHubNotConnected(
+            f"the GitHub integration of team {integration.team.slug!r} is disconnected; "
+            "reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
+        ) from None
+    return client_for_token(credential.access_token.reveal())

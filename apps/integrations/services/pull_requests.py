@@ -1,0 +1,166 @@
+"""Writing pull requests: one batched upsert that never replaces newer data with older."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.integrations.models import PullRequest, TrackedRepository
+from apps.integrations.services.github_client import parse_github_time
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequestData:
+    """A pull request as GitHub describes it, independent of which API answered."""
+
+    github_id: int
+    number: int
+    title: str
+    state: str
+    is_draft: bool
+    author_login: str
+    github_created_at: datetime
+    github_updated_at: datetime
+    closed_at: datetime | None
+    merged_at: datetime | None
+    additions: int
+    deletions: int
+    changed_files: int
+    commits: int
+    base_ref: str
+    head_ref: str
+    html_url: str
+
+    @classmethod
+    def from_rest(cls, data: dict[str, Any]) -> PullRequestData:
+        """From the REST "get a pull request" JSON."""
+        user = data.get("user") or {}
+        return cls(
+            github_id=int(data["id"]),
+            number=int(data["number"]),
+            title=data.get("title") or "",
+            state=str(data["state"]).lower(),
+            is_draft=bool(data.get("draft")),
+            # GitHub shows deleted accounts as "ghost"; some payloads carry user: null.
+            author_login=user.get("login") or "ghost",
+            github_created_at=parse_github_time(data["created_at"]),
+            github_updated_at=parse_github_time(data["updated_at"]),
+            closed_at=parse_github_time(data.get("closed_at")),
+            merged_at=parse_github_time(data.get("merged_at")),
+            additions=int(data.get("additions") or 0),
+            deletions=int(data.get("deletions") or 0),
+            changed_files=int(data.get("changed_files") or 0),
+            commits=int(data.get("commits") or 0),
+            base_ref=(data.get("base") or {}).get("ref") or "",
+            head_ref=(data.get("head") or {}).get("ref") or "",
+            html_url=data.get("html_url") or "",
+        )
+
+
+_DATA_FIELDS = [f for f in PullRequestData.__dataclass_fields__]
+_INSERT_FIELDS = ["team", "tracked_repo", *_DATA_FIELDS, "created_at", "updated_at"]
+# On conflict every GitHub field and the row's updated_at change; team, tracked_repo and the
+# row's created_at keep what the first insert wrote.
+_UPDATE_FIELDS = [*_DATA_FIELDS, "updated_at"]
+
+
+def _max_rows_per_statement(columns: int) -> int:
+    if connection.vendor == "sqlite":
+        # SQLite >= 3.32 allows 32,766 bound variables per statement (999 before).
+        limit = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+    else:
+        limit = 65_535  # PostgreSQL's bind-parameter limit
+    return max(1, min(500, limit // columns))
+
+
+def _upsert_sql(rows: int) -> str:
+    meta = PullRequest._meta
+    qn = connection.ops.quote_name
+    table = qn(meta.db_table)
+    columns = [qn(meta.get_field(name).column) for name in _INSERT_FIELDS]
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = ", ".join(
+        f"{qn(meta.get_field(name).column)} = excluded.{qn(meta.get_field(name).column)}"
+        for name in _UPDATE_FIELDS
+    )
+    updated_col = qn(meta.get_field("github_updated_at").column)
+    conflict = ", ".join(qn(meta.get_field(name).column) for name in ("tracked_repo", "github_id"))
+    # The WHERE makes ordering part of the write itself: a slower sync carrying an older
+    # version of a PR cannot overwrite a newer one stored meanwhile by another sync, with no
+    # read-then-write race. Equal timestamps do update, so a forced resync can repair a row.
+    # Only identifiers from the model's metadata are interpolated; values are bound.
+    values = ", ".join([placeholders] * rows)
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"  # noqa: S608
+    return (
+        f"{insert} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        f" WHERE {table}.{updated_col} <= excluded.{updated_col}"
+    )
+
+
+def pull_requests_upsert(
+    *, tracked_repo: TrackedRepository, pull_requests: Iterable[PullRequestData]
+) -> int:
+    """Insert or update pull requests of ``tracked_repo`` in batched statements.
+
+    Returns how many rows were inserted or changed (rows skipped because the stored copy is
+    newer do not count).
+    """
+    meta = PullRequest._meta
+    fields = [meta.get_field(name) for name in _INSERT_FIELDS]
+    per_statement = _max_rows_per_statement(len(fields))
+    now = timezone.now()
+    written = 0
+
+    def prepared(pr: PullRequestData) -> list[Any]:
+        values = {
+            "team": tracked_repo.team_id,
+            "tracked_repo": tracked_repo.pk,
+            "created_at": now,
+            "updated_at": now,
+            **{name: getattr(pr, name) for name in _DATA_FIELDS},
+        }
+        return [
+            field.get_db_prep_save(values[name], connection)
+            for name, field in zip(_INSERT_FIELDS, fields, strict=True)
+        ]
+
+    batch: list[PullRequestData] = []
+
+    def flush() -> None:
+        nonlocal written
+        if not batch:
+            return
+        params: list[Any] = []
+        for pr in batch:
+            params.extend(prepared(pr))
+        with connection.cursor() as cursor:
+            cursor.execute(_upsert_sql(len(batch)), params)
+            written += max(cursor.rowcount, 0)
+        batch.clear()
+
+    with transaction.atomic():
+        for pr in pull_requests:
+            batch.append(pr)
+            if len(batch) >= per_statement:
+                flush()
+        flush()
+    return written
+
+
+def stored_updated_at(
+    *, tracked_repo: TrackedRepository, numbers: Sequence[int]
+) -> dict[int, datetime]:
+    """``github_updated_at`` of the stored PRs among ``numbers``, in one query."""
+    if not numbers:
+        return {}
+    return dict(
+        PullRequest.objects.for_team(tracked_repo.team_id)
+        .filter(tracked_repo=tracked_repo, number__in=list(numbers))
+        .values_list("number", "github_updated_at")
+    )

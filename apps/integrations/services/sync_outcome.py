@@ -1,0 +1,128 @@
+"""The one place that records a sync's outcome on ``TrackedRepository``.
+
+``sync_status``, ``last_sync_error`` and ``last_sync_at`` are written here and nowhere else;
+the CLI calls these services today and the task layer's middleware calls them too. Writes are
+``UPDATE``s of those columns only, so they never clobber the checkpoint a running sync saves.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.integrations.models import GitHubIntegration, IntegrationCredential, TrackedRepository
+from apps.integrations.services.github_client import (
+    GitHubError,
+    GitHubRateLimited,
+    GitHubUnauthorized,
+)
+
+logger = logging.getLogger(__name__)
+
+Status = TrackedRepository.SyncStatus
+MAX_ERROR_LENGTH = 500
+CREDENTIALS_REJECTED = (
+    "GitHub rejected the credentials (401 Bad credentials); the integration is disconnected. "
+    "Reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
+)
+
+# Shapes of GitHub tokens (classic, fine-grained, app, OAuth) and "token xyz" headers: a
+# message from elsewhere (an exception's text) must not carry one into the database.
+_TOKEN_PATTERNS = re.compile(
+    r"(gh[pousr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|(?i:(?:token|bearer)\s+)[A-Za-z0-9_\-\.]{12,})"
+)
+
+
+def safe_error_message(message: str) -> str:
+    """A short, single-line, token-free message fit for ``last_sync_error``."""
+    text = " ".join(str(message).split())
+    text = _TOKEN_PATTERNS.sub("[redacted]", text)
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 1] + "…"
+    return text
+
+
+def rate_limited_message(retry_at: datetime) -> str:
+    return f"rate limited until {retry_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def _set(repo_ids: Iterable[int], **fields: object) -> int:
+    return TrackedRepository.objects.filter(pk__in=list(repo_ids)).update(**fields)
+
+
+def repository_sync_queued(*, tracked_repo_ids: Iterable[int]) -> int:
+    return _set(tracked_repo_ids, sync_status=Status.QUEUED)
+
+
+def repository_sync_started(*, tracked_repo: TrackedRepository) -> None:
+    _set([tracked_repo.pk], sync_status=Status.SYNCING)
+    tracked_repo.sync_status = Status.SYNCING
+
+
+def repository_sync_succeeded(*, tracked_repo: TrackedRepository) -> None:
+    """A pass finished: the repository is up to date as of now."""
+    now = timezone.now()
+    _set([tracked_repo.pk], sync_status=Status.IDLE, last_sync_error="", last_sync_at=now)
+    tracked_repo.sync_status, tracked_repo.last_sync_error = Status.IDLE, ""
+    tracked_repo.last_sync_at = now
+
+
+def repository_sync_rate_limited(*, tracked_repo: TrackedRepository, retry_at: datetime) -> None:
+    message = rate_limited_message(retry_at)
+    _set([tracked_repo.pk], sync_status=Status.RATE_LIMITED, last_sync_error=message)
+    tracked_repo.sync_status, tracked_repo.last_sync_error = Status.RATE_LIMITED, message
+    logger.info(
+        "repo_sync.rate_limited",
+        extra={"repo_id": tracked_repo.pk, "reset_at": retry_at.isoformat()},
+    )
+
+
+def repository_sync_failed(*, tracked_repo: TrackedRepository, message: str) -> None:
+    text = safe_error_message(message)
+    _set([tracked_repo.pk], sync_status=Status.ERROR, last_sync_error=text)
+    tracked_repo.sync_status, tracked_repo.last_sync_error = Status.ERROR, text
+    logger.warning("repo_sync.failed", extra={"repo_id": tracked_repo.pk, "error": text})
+
+
+def integration_credentials_rejected(*, integration: GitHubIntegration) -> int:
+    """GitHub answered 401: drop the credential and say so on every repository.
+
+    The integration, its repositories and their pull requests stay; the daily fan-out skips a
+    disconnected integration until ``track_repo`` stores a new token.
+    """
+    with transaction.atomic():
+        IntegrationCredential.objects.filter(integration=integration).delete()
+        count = TrackedRepository.objects.filter(integration=integration).update(
+            sync_status=Status.ERROR, last_sync_error=CREDENTIALS_REJECTED
+        )
+    # Forget the cached related object so is_connected answers from the database.
+    integration._state.fields_cache.pop("credential", None)
+    logger.warning(
+        "github.credentials_rejected",
+        extra={"integration_id": integration.pk, "repositories": count},
+    )
+    return count
+
+
+def integration_reconnected(*, integration: GitHubIntegration) -> int:
+    """A new token was stored: clear the credential error on the integration's repositories."""
+    return TrackedRepository.objects.filter(
+        integration=integration, last_sync_error=CREDENTIALS_REJECTED
+    ).update(sync_status=Status.IDLE, last_sync_error="")
+
+
+def repository_sync_error(*, tracked_repo: TrackedRepository, error: GitHubError) -> None:
+    """Record a GitHub error as the outcome of a sync of ``tracked_repo``."""
+    if isinstance(error, GitHubRateLimited):
+        repository_sync_rate_limited(tracked_repo=tracked_repo, retry_at=error.retry_at)
+    elif isinstance(error, GitHubUnauthorized):
+        integration_credentials_rejected(integration=tracked_repo.integration)
+        tracked_repo.sync_status, tracked_repo.last_sync_error = Status.ERROR, CREDENTIALS_REJECTED
+    else:
+        repository_sync_failed(tracked_repo=tracked_repo, message=str(error))
