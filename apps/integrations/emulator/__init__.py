@@ -1,0 +1,31 @@
+"""A local GitHub REST API emulator (standard library only, no Django).
+
+PyGithub talks to it over real loopback HTTP exactly like it talks to api.github.com::
+
+    from apps.integrations.emulator import GitHubEmulator
+
+    with GitHubEmulator() as emu:              # prefix="/api/v3" emulates GitHub Enterprise
+        emu.add_token("tok", login="octocat")
+        emu.add_repo("acme/widgets")
+        emu.add_pull("acme/widgets", title="Fix", author="alice")
+        gh = github.Github(auth=github.Auth.Token("tok"), base_url=emu.api_url, retry=None)
+
+Endpoints: GET /user, /rate_limit, /repos/{o}/{r}, /repos/{o}/{r}/issues[/{n}],
+/repos/{o}/{r}/pulls[/{n}]. Reproduces auth (401), offset pagination with Link headers, the
+10,000-item deep-page 422, primary and secondary rate limits, ETag/If-None-Match 304s that do
+not consume the limit, and injected failures. Run ``python -m apps.integrations.emulator -h``
+for the CLI.
+"""
+
+from .server import GitHubEmulator, RequestRecord
+from .store import GHOST_ID, GHOST_LOGIN, ItemRecord, RepoRecord, TokenState
+
+__all__ = [
+    "GHOST_ID",
+    "GHOST_LOGIN",
+    "GitHubEmulator",
+    "ItemRecord",
+    "RepoRecord",
+    "RequestRecord",
+    "TokenState",
+]

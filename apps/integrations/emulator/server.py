@@ -1,0 +1,630 @@
+"""HTTP front end of the GitHub emulator (``http.server``, standard library only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from . import render
+from .store import Store, TokenState, User, epoch, parse_iso8601
+
+JSON_TYPE = "application/json; charset=utf-8"
+DOCS = "https://docs.github.com/rest"
+RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+SECONDARY_DOCS = (
+    "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api"
+    "#about-secondary-rate-limits"
+)
+MAX_PER_PAGE = 100
+DEFAULT_PER_PAGE = 30
+MAX_OFFSET = 10_000
+DEEP_PAGE_MESSAGE = (
+    "Pagination with the page parameter is not supported for large datasets, "
+    "please use cursor based pagination (after/before)"
+)
+
+_REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+_ROUTES: list[tuple[str, re.Pattern[str]]] = [
+    ("user", re.compile(r"/user")),
+    ("repo", re.compile(_REPO)),
+    ("issues", re.compile(_REPO + r"/issues")),
+    ("issue", re.compile(_REPO + r"/issues/(?P<number>\d+)")),
+    ("pulls", re.compile(_REPO + r"/pulls")),
+    ("pull", re.compile(_REPO + r"/pulls/(?P<number>\d+)")),
+]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request seen by the emulator. Passed to hooks (status still None) and logged."""
+
+    seq: int
+    method: str
+    path: str  # without the prefix
+    query: dict[str, str]
+    token: str | None
+    status: int | None = None
+    at: datetime | None = None  # emulator clock when the request arrived
+    headers: dict[str, str] = field(default_factory=dict)  # request headers, lower-cased names
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class _Injection:
+    kind: str  # "fail" or "secondary"
+    status: int
+    count: int
+    path_contains: str | None
+    retry_after: int | None = None
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _Response:
+    __slots__ = ("status", "headers", "body", "_raw")
+
+    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+        self._raw: bytes | None = None
+
+    @property
+    def raw(self) -> bytes:
+        """The encoded JSON body (empty for a 304 / no body), encoded once."""
+        if self._raw is None:
+            no_body = self.body is None or self.status == 304
+            self._raw = b"" if no_body else _encode(self.body)
+        return self._raw
+
+
+def _error(status: int, message: str, docs: str = DOCS, **extra: Any) -> _Response:
+    body = {"message": message, **extra, "documentation_url": docs, "status": str(status)}
+    return _Response(status, body)
+
+
+def _not_found() -> _Response:
+    return _error(404, "Not Found")
+
+
+def _validation_failed(resource: str, field_name: str) -> _Response:
+    errors = [{"resource": resource, "field": field_name, "code": "invalid"}]
+    return _error(422, "Validation Failed", errors=errors)
+
+
+def _parse_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() in ("token", "bearer") and value.strip():
+        return value.strip()
+    return None
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    wanted = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], emulator: GitHubEmulator):
+        self.emulator = emulator
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            conns = list(self.open_connections)
+            self.open_connections.clear()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def version_string(self) -> str:
+        return "GitHub.com"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return format_datetime(self.server.emulator.now(), usegmt=True)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        emu = self.server.emulator
+        response = emu._serve(self.command, self.path, self.headers)
+        body = response.raw
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class GitHubEmulator(Store):
+    """A local GitHub REST API emulator that PyGithub can talk to over loopback HTTP.
+
+    See the package docstring for the API. ``start()`` binds 127.0.0.1 on a free port.
+    """
+
+    def __init__(self, prefix: str = "", latency: float = 0.0, host: str = "127.0.0.1"):
+        super().__init__()
+        prefix = prefix.strip()
+        if prefix and not prefix.startswith("/"):
+            prefix = "/" + prefix
+        self.prefix = prefix.rstrip("/")
+        self.latency = latency
+        self.host = host
+        self.hook_errors: list[BaseException] = []
+        self._hooks: list[Callable[[RequestRecord], Any]] = []
+        self._requests: list[RequestRecord] = []
+        self._injections: list[_Injection] = []
+        self._seq = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, port: int = 0) -> GitHubEmulator:
+        if self._server is not None:
+            raise RuntimeError("emulator already started")
+        self._server = _Server((self.host, port), self)
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="github-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> GitHubEmulator:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("emulator is not running; call start()")
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + self.prefix
+
+    # ------------------------------------------------------------------ hooks, log, injection
+
+    def add_hook(self, fn: Callable[[RequestRecord], Any]) -> None:
+        with self.lock:
+            self._hooks.append(fn)
+
+    def remove_hook(self, fn: Callable[[RequestRecord], Any]) -> None:
+        with self.lock:
+            self._hooks.remove(fn)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self.lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        with self.lock:
+            self._requests.clear()
+
+    def count_requests(
+        self,
+        path_contains: str | None = None,
+        method: str | None = None,
+        status: int | None = None,
+    ) -> int:
+        with self.lock:
+            return sum(
+                1
+                for r in self._requests
+                if (path_contains is None or path_contains in r.path)
+                and (method is None or r.method == method.upper())
+                and (status is None or r.status == status)
+            )
+
+    def fail_next(self, status: int = 502, count: int = 1, path_contains: str | None = None):
+        """Answer the next ``count`` requests (whose path contains ``path_contains``) with
+        ``status`` and a small JSON body, before authentication and rate limiting."""
+        with self.lock:
+            self._injections.append(_Injection("fail", status, count, path_contains))
+
+    def secondary_limit_next(
+        self,
+        status: int = 403,
+        retry_after: int | None = 60,
+        count: int = 1,
+        path_contains: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` authenticated requests with a secondary-rate-limit error."""
+        if status not in (403, 429):
+            raise ValueError("secondary rate limits answer 403 or 429")
+        with self.lock:
+            self._injections.append(
+                _Injection("secondary", status, count, path_contains, retry_after)
+            )
+
+    def _take_injection(self, kind: str, path: str) -> _Injection | None:
+        with self.lock:
+            for inj in self._injections:
+                if inj.kind == kind and (inj.path_contains is None or inj.path_contains in path):
+                    inj.count -= 1
+                    if inj.count <= 0:
+                        self._injections.remove(inj)
+                    return inj
+        return None
+
+    # ------------------------------------------------------------------ request pipeline
+
+    def _serve(self, method: str, raw_target: str, headers: Any) -> _Response:
+        if self.latency:
+            time.sleep(self.latency)
+        target = urlsplit(raw_target)
+        query_pairs = parse_qsl(target.query, keep_blank_values=True)
+        raw_path = target.path
+        in_prefix = not self.prefix or (
+            raw_path == self.prefix or raw_path.startswith(self.prefix + "/")
+        )
+        path = raw_path[len(self.prefix) :] if in_prefix else raw_path
+        with self.lock:
+            self._seq += 1
+            seq = self._seq
+            hooks = list(self._hooks)
+        record = RequestRecord(
+            seq=seq,
+            method=method,
+            path=path or "/",
+            query=dict(query_pairs),
+            token=_parse_token(headers.get("Authorization")),
+            at=self.now(),
+            headers={k.lower(): v for k, v in headers.items()},
+            request_id=f"E{seq:06X}:{self._port:04X}:{seq * 7919:06X}",
+        )
+        response = None
+        for hook in hooks:  # outside the lock: hooks may mutate the store
+            try:
+                hook(record)
+            except Exception as exc:  # noqa: BLE001 - surfaced via hook_errors and a 500
+                self.hook_errors.append(exc)
+                response = _error(500, f"emulator hook failed: {exc!r}")
+        if response is None:
+            host = headers.get("Host") or f"{self.host}:{self._port}"
+            response = self._respond(record, in_prefix, query_pairs, host)
+        response.headers.setdefault("Content-Type", JSON_TYPE)
+        response.headers["X-GitHub-Request-Id"] = record.request_id
+        record.status = response.status
+        with self.lock:
+            self._requests.append(record)
+        return response
+
+    def _respond(
+        self, req: RequestRecord, in_prefix: bool, query_pairs: list[tuple[str, str]], host: str
+    ) -> _Response:
+        inj = self._take_injection("fail", req.path)
+        if inj is not None:
+            try:
+                phrase = HTTPStatus(inj.status).phrase
+            except ValueError:
+                phrase = "Error"
+            return _error(inj.status, phrase)
+        if not in_prefix:
+            return _not_found()
+        token = self.token_state(req.token)
+        if token is None:
+            return _error(401, "Bad credentials")
+        inj = self._take_injection("secondary", req.path)
+        if inj is not None:
+            response = _error(
+                inj.status,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+                "try again. If you reach out to GitHub Support for help, please include the "
+                f"request ID {req.request_id}.",
+                SECONDARY_DOCS,
+            )
+            response.headers.update(self._rate_headers(token))
+            if inj.retry_after is not None:
+                response.headers["Retry-After"] = str(inj.retry_after)
+            return response
+
+        ctx = render.Ctx(api=f"http://{host}{self.prefix}", html=f"http://{host}", store=self)
+        if req.path == "/rate_limit" and req.method in ("GET", "HEAD"):
+            with self.lock:
+                response = _Response(200, self._rate_limit_body(token))
+                response.headers.update(self._rate_headers(token))
+            return self._conditional(req, response, token, None)
+
+        with self.lock:
+            if token.remaining <= 0:
+                response = _error(
+                    403,
+                    f"API rate limit exceeded for user ID {token.user_id}. If you reach out to "
+                    "GitHub Support for help, please include the request ID "
+                    f"{req.request_id}.",
+                    RATE_DOCS,
+                )
+                response.headers.update(self._rate_headers(token))
+                return response
+            token.remaining -= 1
+            window = token.window
+            rate_headers = self._rate_headers(token)
+            if req.method in ("GET", "HEAD"):
+                response = self._route(req, query_pairs, ctx, token)
+            else:
+                response = _not_found()
+        response.headers.update(rate_headers)
+        return self._conditional(req, response, token, window)
+
+    def _conditional(
+        self, req: RequestRecord, response: _Response, token: TokenState, window: int | None
+    ) -> _Response:
+        """Add an ETag to 200s; answer 304 (refunding the rate limit) on If-None-Match."""
+        if response.status != 200 or req.method not in ("GET", "HEAD"):
+            return response
+        etag = f'W/"{hashlib.sha256(response.raw).hexdigest()}"'
+        response.headers["ETag"] = etag
+        response.headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
+        response.headers["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
+        if not _etag_matches(req.headers.get("if-none-match"), etag):
+            return response
+        with self.lock:
+            if window is not None and token.window == window:
+                token.remaining = min(token.limit, token.remaining + 1)
+            headers = {k: v for k, v in response.headers.items() if k != "Link"}
+            headers.update(self._rate_headers(token))
+        return _Response(304, None, headers)
+
+    def _rate_headers(self, token: TokenState) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(token.limit),
+            "X-RateLimit-Remaining": str(token.remaining),
+            "X-RateLimit-Reset": str(token.reset),
+            "X-RateLimit-Used": str(token.used),
+            "X-RateLimit-Resource": "core",
+        }
+
+    def _rate_limit_body(self, token: TokenState) -> dict[str, Any]:
+        now = epoch(self.now())
+
+        def fresh(limit: int, resource: str, window: int = 3600) -> dict[str, Any]:
+            return {
+                "limit": limit,
+                "used": 0,
+                "remaining": limit,
+                "reset": now + window,
+                "resource": resource,
+            }
+
+        core = {
+            "limit": token.limit,
+            "used": token.used,
+            "remaining": token.remaining,
+            "reset": token.reset,
+            "resource": "core",
+        }
+        return {
+            "resources": {
+                "core": core,
+                "search": fresh(30, "search", 60),
+                "graphql": fresh(5000, "graphql"),
+                "integration_manifest": fresh(5000, "integration_manifest"),
+                "source_import": fresh(100, "source_import", 60),
+                "code_scanning_upload": fresh(1000, "code_scanning_upload"),
+                "actions_runner_registration": fresh(10000, "actions_runner_registration"),
+                "scim": fresh(15000, "scim"),
+                "dependency_snapshots": fresh(100, "dependency_snapshots", 60),
+                "code_search": fresh(10, "code_search", 60),
+            },
+            "rate": dict(core),
+        }
+
+    # ------------------------------------------------------------------ routing (lock held)
+
+    def _route(
+        self,
+        req: RequestRecord,
+        query_pairs: list[tuple[str, str]],
+        ctx: render.Ctx,
+        token: TokenState,
+    ) -> _Response:
+        name, match = _match_route(req.path)
+        if match is None:
+            return _not_found()
+        if name == "user":
+            user = User(login=token.login, id=token.user_id)
+            return _Response(200, render.authenticated_user_json(ctx, user))
+        repo_state = self.find_repo(match["owner"], match["repo"])
+        if repo_state is None:
+            return _not_found()
+        repo = repo_state.record
+        if name == "repo":
+            return _Response(200, render.repo_json(ctx, repo))
+        if name in ("issue", "pull"):
+            item = repo_state.items.get(int(match["number"]))
+            if item is None or (name == "pull" and not item.is_pull):
+                return _not_found()
+            if name == "issue":
+                return _Response(200, render.issue_json(ctx, repo, item))
+            return _Response(200, render.pull_json(ctx, repo, item, full=True))
+        return self._list(req, query_pairs, ctx, repo_state, name)
+
+    def _list(
+        self,
+        req: RequestRecord,
+        query_pairs: list[tuple[str, str]],
+        ctx: render.Ctx,
+        repo_state: Any,
+        kind: str,
+    ) -> _Response:
+        q = req.query
+        resource = "Issue" if kind == "issues" else "PullRequest"
+        item_state = q.get("state") or "open"
+        if item_state not in ("open", "closed", "all"):
+            return _validation_failed(resource, "state")
+        sorts = ("created", "updated", "comments")
+        if kind == "pulls":
+            sorts = ("created", "updated", "popularity", "long-running")
+        sort = q.get("sort") or "created"
+        if sort not in sorts:
+            return _validation_failed(resource, "sort")
+        # GitHub: issues default to desc; pulls default to desc only for sort=created.
+        default_direction = "desc" if kind == "issues" or sort == "created" else "asc"
+        direction = q.get("direction") or default_direction
+        if direction not in ("asc", "desc"):
+            return _validation_failed(resource, "direction")
+        since = None
+        if kind == "issues" and q.get("since"):
+            try:
+                since = parse_iso8601(q["since"])
+            except ValueError:
+                return _validation_failed(resource, "since")
+        per_page = _int_param(q.get("per_page"), DEFAULT_PER_PAGE)
+        per_page = DEFAULT_PER_PAGE if per_page < 1 else min(per_page, MAX_PER_PAGE)
+        page = max(_int_param(q.get("page"), 1), 1)
+        if (page - 1) * per_page >= MAX_OFFSET:
+            return _error(422, DEEP_PAGE_MESSAGE)
+
+        items = self.sorted_items(repo_state, kind, item_state, sort, direction)
+        if since is not None:
+            items = [i for i in items if i.updated_at >= since]
+        if kind == "pulls" and (q.get("base") or q.get("head")):
+            items = _filter_branches(items, repo_state.record.owner, q.get("base"), q.get("head"))
+        total = len(items)
+        start = (page - 1) * per_page
+        window = items[start : start + per_page]
+        repo = repo_state.record
+        if kind == "issues":
+            body = [render.issue_json(ctx, repo, i) for i in window]
+        else:
+            repo_data = render.repo_json(ctx, repo, full=False)
+            body = [render.pull_json(ctx, repo, i, False, repo_data) for i in window]
+        response = _Response(200, body)
+        link = _link_header(f"{ctx.api}{req.path}", query_pairs, page, per_page, total)
+        if link:
+            response.headers["Link"] = link
+        return response
+
+
+def _filter_branches(items: list[Any], owner: str, base: str | None, head: str | None) -> list[Any]:
+    """GitHub's ``base=<ref>`` and ``head=<user>:<ref>`` filters of GET /pulls."""
+    if base:
+        items = [i for i in items if i.base_ref == base]
+    if head:
+        head_owner, _, head_ref = head.rpartition(":")
+        if head_owner and head_owner.lower() != owner.lower():
+            return []
+        items = [i for i in items if i.head_ref == head_ref]
+    return items
+
+
+def _match_route(path: str) -> tuple[str, re.Match[str] | None]:
+    for name, pattern in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return name, match
+    return "", None
+
+
+def _int_param(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def _link_header(
+    base: str, query_pairs: list[tuple[str, str]], page: int, per_page: int, total: int
+) -> str | None:
+    """GitHub's offset-pagination Link header (prev, next, last, first)."""
+    last = max(1, math.ceil(total / per_page))
+    if page == 1 and last == 1:
+        return None
+    others = [(k, v) for k, v in query_pairs if k != "page"]
+
+    def url(n: int) -> str:
+        return f"{base}?{urlencode([*others, ('page', str(n))])}"
+
+    parts = []
+    if page > 1:
+        parts.append(f'<{url(page - 1)}>; rel="prev"')
+    if page < last:
+        parts.append(f'<{url(page + 1)}>; rel="next"')
+        parts.append(f'<{url(last)}>; rel="last"')
+    if page > 1:
+        parts.append(f'<{url(1)}>; rel="first"')
+    return ", ".join(parts)
