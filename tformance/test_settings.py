@@ -5,6 +5,7 @@ code path (and the same start-up checks) runs in tests as in production.
 """
 
 import os
+import tempfile
 
 # Fixed, public test keys: the second one lets tests rotate from it to the first.
 TEST_ENCRYPTION_KEYS = (
@@ -15,7 +16,7 @@ os.environ.setdefault("SECRET_KEY", "tformance-test-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", TEST_ENCRYPTION_KEYS[0])
 
 from tformance.settings import *  # noqa: E402,F403
-from tformance.settings import BASE_DIR, DATABASES  # noqa: E402
+from tformance.settings import DATABASES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The emulator answers on loopback; PyGithub's courtesy pause would only slow the suite.
@@ -24,5 +25,8 @@ GITHUB_TIMEOUT = 10
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so subprocesses (sync_repo killed mid-sync) share the test
-    # database and tests can read the raw bytes on disk.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}
+    # database and tests can read the raw bytes on disk; one per pytest process, so two
+    # runs on one machine never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"tformance-test-{os.getpid()}.sqlite3")
+    }

@@ -1,0 +1,128 @@
+"""The commands as real processes: exit codes, no tracebacks, and a SIGKILL mid-sync."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from apps.integrations.models import PullRequest, TrackedRepository
+from tests import builders
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPO = "acme/widgets"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def command_env(emulator, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DJANGO_SETTINGS_MODULE", "DEBUG", "DATABASE_URL"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="tformance.settings",
+        SECRET_KEY="test",
+        FIELD_ENCRYPTION_KEY=",".join(settings.FIELD_ENCRYPTION_KEY),
+        DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+        GITHUB_API_URL=emulator.api_url,
+        GITHUB_SECONDS_BETWEEN_REQUESTS="0",
+        GITHUB_TOKEN=builders.TOKEN,
+        REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there
+    )
+    env.update(extra)
+    return env
+
+
+def manage(emulator, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=command_env(emulator, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_track_and_sync_work_from_the_shell_with_redis_unreachable(emulator, days_ago):
+    emulator.generate_pulls(REPO, 30, start=days_ago(5), step=timedelta(hours=1))
+
+    tracked = manage(emulator, "track_repo", REPO, "--team", "acme")
+    synced = manage(emulator, "sync_repo", REPO)
+
+    assert tracked.returncode == 0, tracked.stderr
+    assert synced.returncode == 0, synced.stderr
+    assert "30 PRs upserted" in synced.stdout
+    assert PullRequest.objects.count() == 30
+
+
+def test_bad_input_exits_1_with_one_line_and_no_traceback(emulator):
+    result = manage(emulator, "track_repo", "not a repo", "--team", "acme")
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_rate_limited_sync_exits_75_from_the_shell(emulator, days_ago):
+    emulator.generate_pulls(REPO, 50, start=days_ago(5), step=timedelta(hours=1))
+    builders.tracked_repo(emulator, REPO)
+    emulator.set_rate_limit(builders.TOKEN, remaining=0)
+
+    result = manage(emulator, "sync_repo", REPO)
+
+    assert result.returncode == 75
+    assert "rate limit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ago):
+    emulator.generate_pulls(REPO, 350, start=days_ago(30), step=timedelta(minutes=30))
+    builders.tracked_repo(emulator, REPO)
+    process: dict[str, subprocess.Popen] = {}
+    details = {"n": 0}
+    killed = threading.Event()
+
+    def kill_mid_page(req):
+        # SIGKILL half-way through the second page's detail requests: no handler, no
+        # cleanup, nothing flushed; exactly what an OOM kill or a lost machine does.
+        if "/pulls/" in req.path:
+            details["n"] += 1
+            if details["n"] == 150 and not killed.is_set():
+                killed.set()
+                os.kill(process["sync"].pid, signal.SIGKILL)
+
+    emulator.add_hook(kill_mid_page)
+    process["sync"] = subprocess.Popen(
+        [sys.executable, "manage.py", "sync_repo", REPO],
+        cwd=ROOT,
+        env=command_env(emulator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process["sync"].communicate(timeout=120)
+    assert process["sync"].returncode == -signal.SIGKILL
+    emulator.remove_hook(kill_mid_page)
+    repo = TrackedRepository.objects.get()
+    assert repo.sync_checkpoint is not None and repo.sync_watermark is None
+    assert PullRequest.objects.count() == 100  # the first page, committed with its checkpoint
+    emulator.clear_requests()
+
+    resumed = manage(emulator, "sync_repo", REPO)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert PullRequest.objects.count() == 350
+    # Only the interrupted page is done again: 250 details, not 350.
+    assert emulator.count_requests(path_contains="/pulls/") == 250
+    repo.refresh_from_db()
+    assert repo.sync_checkpoint is None and repo.sync_status == "idle"
