@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -51,6 +52,18 @@ FIELD_ENCRYPTION_KEY = [
     ).split(",")
     if key.strip()
 ]
+# Checked here, not on first use, so a malformed key stops start-up with one line instead of
+# failing the first sync with a traceback. The message never echoes the key.
+try:
+    if not FIELD_ENCRYPTION_KEY:
+        raise ValueError
+    for _key in FIELD_ENCRYPTION_KEY:
+        Fernet(_key.encode())
+except (ValueError, TypeError):
+    sys.exit(
+        "error: FIELD_ENCRYPTION_KEY must be comma-separated Fernet keys "
+        "(url-safe base64 of 32 bytes); see README.md 'Settings'"
+    )
 
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()]
 if DEBUG and not ALLOWED_HOSTS:
