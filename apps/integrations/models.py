@@ -21,10 +21,9 @@ class GitHubIntegration(BaseTeamModel):
 
     @property
     def is_connected(self) -> bool:
-        try:
-            return self.credential is not None
-        except IntegrationCredential.DoesNotExist:
-            return False
+        # Asks the database rather than the cached relation: a credential deleted through
+        # another object (or another process) must read as disconnected here too.
+        return IntegrationCredential.objects.filter(integration_id=self.pk).exists()
 
 
 class IntegrationCredential(models.Model):

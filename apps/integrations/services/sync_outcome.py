@@ -35,7 +35,7 @@ CREDENTIALS_REJECTED = (
 # message from elsewhere (an exception's text) must not carry one into the database.
 _TOKEN_PATTERNS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|(?i:(?:token|bearer)\s+)[A-Za-z0-9_\-\.]{12,})"
+    r"|(?i:(?:token|bearer|basic|authorization)\s*[:=]?\s*)[A-Za-z0-9_\-\.=+/]{12,})"
 )
 
 
