@@ -84,6 +84,11 @@ class TrackedRepository(BaseTeamModel):
         help_text="Position of an unfinished sync pass; the next sync resumes from it.",
     )
 
+    # One sync per repository: a lease on the row (see services/sync_lease.py).
+    sync_lease_owner = models.CharField(max_length=64, blank=True, default="")
+    sync_lease_taken_at = models.DateTimeField(null=True, blank=True)
+    sync_lease_expires_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         verbose_name_plural = "tracked repositories"
         constraints = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,15 +87,21 @@ class GitHubPrimaryRateLimit(GitHubRateLimited):
 
 
 class GitHubSecondaryRateLimit(GitHubRateLimited):
-    """An abuse/secondary limit (403 or 429); wait ``retry_after`` seconds."""
+    """An abuse/secondary limit (403 or 429); wait ``retry_after`` seconds.
 
-    def __init__(self, message: str, *, status: int | None, retry_after: float) -> None:
+    ``from_header`` tells whether GitHub said so (Retry-After) or the wait is our floor.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None, retry_after: float, from_header: bool = False
+    ) -> None:
         super().__init__(
             message,
             status=status,
             retry_at=datetime.now(UTC) + timedelta(seconds=retry_after),
         )
         self.retry_after = retry_after
+        self.from_header = from_header
 
 
 class GitHubTransientError(GitHubError):
@@ -149,7 +155,9 @@ def error_from_response(status: int, headers: dict[str, str], body: Any) -> GitH
                 wait = max(reset - datetime.now(UTC).timestamp(), 1.0)
             else:
                 wait = SECONDARY_LIMIT_MIN_WAIT.total_seconds()
-            return GitHubSecondaryRateLimit(summary, status=status, retry_after=wait)
+            return GitHubSecondaryRateLimit(
+                summary, status=status, retry_after=wait, from_header=retry_after is not None
+            )
         return GitHubForbidden(summary, status=status)
     if status == 401:
         return GitHubUnauthorized(
@@ -164,12 +172,11 @@ def error_from_response(status: int, headers: dict[str, str], body: Any) -> GitH
     return GitHubRequestError(summary, status=status)
 
 
-def secondary_backoff(attempt: int, retry_after: float | None = None) -> float:
-    """Seconds to wait after the ``attempt``-th secondary limit in a row (GitHub's guidance:
-    Retry-After if given, else at least a minute, growing exponentially), with jitter so
-    many workers do not return in the same second."""
-    base = retry_after if retry_after is not None else 60 * (2 ** max(attempt - 1, 0))
-    return base + random.uniform(0, min(base * 0.1, 30))  # noqa: S311 - jitter, not crypto
+def secondary_backoff(attempt: int, *, floor: float = 0.0) -> float:
+    """Seconds to wait after the ``attempt``-th secondary limit in a row when GitHub sent no
+    Retry-After: at least a minute, doubling while the limit persists (GitHub's guidance),
+    capped at an hour."""
+    return max(floor, min(60.0 * 2 ** max(attempt - 1, 0), 3600.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,12 +195,14 @@ class Response:
 class GitHubClient:
     """A PyGithub connection for one token, with typed calls for the endpoints we use.
 
-    ``requests_made`` counts HTTP requests sent (the API cost a sync reports).
+    ``requests_made`` counts HTTP requests sent (the API cost a sync reports);
+    ``after_request`` is called after each successful answer (a sync renews its lease there).
     """
 
     github: Github
     requests_made: int = 0
     last_headers: dict[str, str] = field(default_factory=dict)
+    after_request: Callable[[], None] | None = None
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -232,6 +241,8 @@ class GitHubClient:
                         f"GitHub answered {status} with a body that is not JSON"
                     ) from None
         if status in ok:
+            if self.after_request is not None:
+                self.after_request()
             return Response(status=status, headers=response_headers, data=data)
         error = error_from_response(status, response_headers, data)
         logger.info(

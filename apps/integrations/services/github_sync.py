@@ -139,6 +139,8 @@ def repository_sync(
     days_back: int | None = None,
     all_history: bool = False,
     max_pages: int | None = None,
+    time_budget: float | None = None,
+    heartbeat: Callable[[], None] | None = None,
     progress: ProgressCallback | None = None,
     client: GitHubClient | None = None,
 ) -> SyncResult:
@@ -147,14 +149,17 @@ def repository_sync(
     Resumes an unfinished pass if there is one; otherwise runs an incremental pass from the
     watermark, or a full pass (``days_back`` days, default ``GITHUB_SYNC_DAYS_BACK``, or the
     whole history) when the repository has never completed one or ``full`` is asked.
-    ``max_pages`` bounds the work: the pass then stops with ``complete=False`` and its
-    checkpoint saved, to be continued by the next call.
+    ``max_pages`` and ``time_budget`` (seconds) bound the work: past either, the pass stops
+    after the page in progress with ``complete=False`` and its checkpoint saved, to be
+    continued by the next call. ``heartbeat`` is called after every GitHub answer (the task
+    layer renews its lease there; raising from it aborts the sync).
 
     Raises the typed ``GitHubError``s of ``github_client``; whatever was stored before the
     error stays stored, and the checkpoint says where to continue.
     """
     if client is None:
         client = client_for_integration(tracked_repo.integration)
+    client.after_request = heartbeat
     requests_before = client.requests_made
 
     checkpoint: Checkpoint | None = None
@@ -189,6 +194,7 @@ def repository_sync(
             checkpoint=checkpoint,
             result=result,
             max_pages=max_pages,
+            deadline=None if time_budget is None else result.started + time_budget,
             progress=progress,
             requests_before=requests_before,
         )
@@ -209,12 +215,15 @@ def _run_pass(
     checkpoint: Checkpoint,
     result: SyncResult,
     max_pages: int | None,
+    deadline: float | None,
     progress: ProgressCallback | None,
     requests_before: int,
 ) -> None:
     pages_this_call = 0
     while True:
-        if max_pages is not None and pages_this_call >= max_pages:
+        out_of_pages = max_pages is not None and pages_this_call >= max_pages
+        out_of_time = deadline is not None and pages_this_call and time.monotonic() >= deadline
+        if out_of_pages or out_of_time:
             _save_position(tracked_repo, checkpoint=checkpoint)
             return
         try:

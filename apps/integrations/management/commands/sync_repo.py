@@ -15,6 +15,7 @@ from apps.integrations.services.github_client import (
     GitHubUnauthorized,
 )
 from apps.integrations.services.github_sync import SyncResult, repository_sync
+from apps.integrations.services.sync_lease import LeaseLost, lease_acquire, lease_holder
 
 
 class Command(OperatorCommand):
@@ -43,7 +44,19 @@ class Command(OperatorCommand):
         if days_back is not None and options["all_history"]:
             self.fail("--days-back and --all-history exclude each other")
         tracked_repo = self._find(options["full_name"], options["team"])
+        lease = lease_acquire(tracked_repo=tracked_repo)
+        if lease is None:
+            holder = lease_holder(tracked_repo=tracked_repo)
+            until = holder.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if holder else "soon"
+            self.fail(
+                f"{tracked_repo.full_name} is being synced by another process "
+                f"(its lease runs until {until}); try again later",
+                code=EXIT_TEMPFAIL,
+            )
+        with lease:
+            self._sync(tracked_repo, options, days_back, heartbeat=lease.renew)
 
+    def _sync(self, tracked_repo, options, days_back, *, heartbeat) -> None:
         sync_outcome.repository_sync_started(tracked_repo=tracked_repo)
         partial = SyncResult(full_name=tracked_repo.full_name, kind="incremental")
 
@@ -61,6 +74,7 @@ class Command(OperatorCommand):
                 full=options["full"] or days_back is not None,
                 days_back=days_back,
                 all_history=options["all_history"],
+                heartbeat=heartbeat,
                 progress=progress,
             )
         except GitHubNotConnected as exc:
@@ -84,6 +98,11 @@ class Command(OperatorCommand):
         except GitHubError as exc:
             sync_outcome.repository_sync_error(tracked_repo=tracked_repo, error=exc)
             self.fail(f"{tracked_repo.full_name}: {exc}")
+        except LeaseLost:
+            self.fail(
+                f"{tracked_repo.full_name}: another process took over the sync; progress is saved",
+                code=EXIT_TEMPFAIL,
+            )
         except KeyboardInterrupt:
             sync_outcome.repository_sync_failed(
                 tracked_repo=tracked_repo,
