@@ -29,3 +29,89 @@ def days_ago(now: datetime):
         return (now - timedelta(days=days)).astimezone(UTC).replace(microsecond=0)
 
     return at
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for end-to-end tests; yields its URL."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed (make test installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The real redis-server, emptied for this test."""
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture
+def stub_broker():
+    """The project's StubBroker (production middleware list), emptied; restored afterwards."""
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    middleware = list(broker.middleware)
+    yield broker
+    broker.flush_all()
+    broker.middleware[:] = middleware
+
+
+@pytest.fixture
+def stub_worker(stub_broker):
+    """A real Dramatiq worker (threads) on the StubBroker."""
+    import dramatiq
+
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()

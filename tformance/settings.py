@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_dramatiq",
     "apps.teams",
     "apps.integrations",
 ]
@@ -148,6 +149,48 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
 
+# Dramatiq on Redis. django-dramatiq installs no middleware unless listed, so the list is
+# explicit. Order matters for after-hooks, which run in reverse: the sync outcome middleware
+# is last so it records the outcome first, while the database connection is still open and
+# before Retries re-enqueues the message.
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.redis.RedisBroker",
+    "OPTIONS": {
+        "url": REDIS_URL,
+        # How long a silent worker is trusted before its unacked messages are requeued, and
+        # how often (1 in N broker commands) that check runs. Lowered by tests.
+        "heartbeat_timeout": int(os.environ.get("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", "60000")),
+        "maintenance_chance": int(os.environ.get("DRAMATIQ_MAINTENANCE_CHANCE", "1000")),
+    },
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.ShutdownNotifications",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.CurrentMessage",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "apps.integrations.middleware.SyncOutcomeMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# One sync per repository: a sync holds a lease on its repository row, renewed as it works.
+# A worker killed mid-sync frees it when the lease runs out.
+SYNC_LEASE_SECONDS = int(os.environ.get("SYNC_LEASE_SECONDS", "90"))
+# Work one message does before it checkpoints and re-enqueues itself (TimeLimit stays far).
+SYNC_MESSAGE_TIME_BUDGET_SECONDS = int(os.environ.get("SYNC_MESSAGE_TIME_BUDGET_SECONDS", "300"))
+
+# Periodic tasks for `python -m scheduler`: "task" is the dotted path of an actor, "schedule"
+# a timedelta or a 5-field crontab string (UTC), "expire_seconds" the message's max age.
+SCHEDULED_TASKS = {
+    "sync-github-repositories-every-day": {
+        "task": "apps.integrations.tasks.sync_all_repositories",
+        "schedule": os.environ.get("SYNC_SCHEDULE", "").strip() or "0 3 * * *",
+        "expire_seconds": 60 * 60,
+    },
+}
+
 # GitHub REST base URL: github.com, a GitHub Enterprise Server ".../api/v3", or an emulator.
 GITHUB_API_URL = (os.environ.get("GITHUB_API_URL", "").strip() or "https://api.github.com").rstrip(
     "/"
@@ -157,6 +200,9 @@ GITHUB_TIMEOUT = int(os.environ.get("GITHUB_TIMEOUT", "30"))
 # PyGithub's own pause between requests. GitHub asks integrators to make requests serially
 # per token; a sync is serial, so the pause only guards against bursts.
 GITHUB_SECONDS_BETWEEN_REQUESTS = float(os.environ.get("GITHUB_SECONDS_BETWEEN_REQUESTS", "0.25"))
+# Random spread (seconds) added to a rate-limit deferral, so repositories sharing a token do
+# not all return in the same second after the reset.
+GITHUB_RATE_LIMIT_JITTER_SECONDS = float(os.environ.get("GITHUB_RATE_LIMIT_JITTER_SECONDS", "30"))
 # How far back a first (full) sync reaches.
 GITHUB_SYNC_DAYS_BACK = int(os.environ.get("GITHUB_SYNC_DAYS_BACK", "90"))
 
@@ -166,6 +212,9 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        "sync_outcome_result": {"()": "apps.integrations.log_filters.SyncOutcomeResultFilter"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
@@ -173,5 +222,6 @@ LOGGING = {
         # PyGithub attaches its own INFO handler on import; route it through ours instead.
         "github": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "apps": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        "dramatiq.worker.WorkerThread": {"filters": ["sync_outcome_result"]},
     },
 }

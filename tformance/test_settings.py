@@ -30,3 +30,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"tformance-test-{os.getpid()}.sqlite3")
     }
+
+# Unit tests run actors on a StubBroker with the production middleware list; end-to-end tests
+# start real redis-server and worker processes with the production settings.
+DRAMATIQ_BROKER = {
+    **DRAMATIQ_BROKER,  # noqa: F405
+    "BROKER": "dramatiq.brokers.stub.StubBroker",
+    "OPTIONS": {},
+}
+GITHUB_RATE_LIMIT_JITTER_SECONDS = 0.2

@@ -83,6 +83,13 @@ def repository_sync_rate_limited(*, tracked_repo: TrackedRepository, retry_at: d
     )
 
 
+def repository_sync_retrying(*, tracked_repo: TrackedRepository, message: str) -> None:
+    """A transient failure that will be retried: back in the queue, with the reason shown."""
+    text = safe_error_message(message)
+    _set([tracked_repo.pk], sync_status=Status.QUEUED, last_sync_error=text)
+    tracked_repo.sync_status, tracked_repo.last_sync_error = Status.QUEUED, text
+
+
 def repository_sync_failed(*, tracked_repo: TrackedRepository, message: str) -> None:
     text = safe_error_message(message)
     _set([tracked_repo.pk], sync_status=Status.ERROR, last_sync_error=text)

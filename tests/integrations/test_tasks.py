@@ -1,0 +1,324 @@
+"""Actors and the outcome middleware on a StubBroker with a real Worker (threads)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import dramatiq
+import pytest
+
+from apps.integrations.models import IntegrationCredential, PullRequest, TrackedRepository
+from apps.integrations.services.sync_lease import lease_acquire
+from apps.integrations.tasks import QUEUE, sync_all_repositories, sync_repository
+from tests import builders
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPO = "acme/widgets"
+
+
+def join(broker, timeout_ms: int = 30_000) -> None:
+    broker.join(QUEUE, timeout=timeout_ms, fail_fast=False)
+
+
+def reload(repo: TrackedRepository) -> TrackedRepository:
+    repo.refresh_from_db()
+    return repo
+
+
+@pytest.fixture
+def repo(emulator, days_ago):
+    emulator.generate_pulls(REPO, 150, start=days_ago(20), step=timedelta(hours=2))
+    return builders.tracked_repo(emulator, REPO)
+
+
+def listings(emulator) -> int:
+    return emulator.count_requests(path_contains="/issues")
+
+
+# -- sync_repository -------------------------------------------------------------------------
+
+
+def test_sync_message_syncs_the_repository_and_marks_it_idle(stub_broker, stub_worker, repo):
+    sync_repository.send(repo.pk)
+    join(stub_broker)
+
+    repo = reload(repo)
+    assert (repo.sync_status, repo.last_sync_error) == ("idle", "")
+    assert repo.last_sync_at is not None
+    assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
+
+
+def test_repository_shows_syncing_while_its_sync_runs(stub_broker, stub_worker, repo, emulator):
+    seen = []
+    emulator.add_hook(
+        lambda req: seen.append(
+            TrackedRepository.objects.values_list("sync_status", flat=True).get(pk=repo.pk)
+        )
+    )
+
+    sync_repository.send(repo.pk)
+    join(stub_broker)
+
+    assert seen and set(seen) == {"syncing"}
+
+
+def wait_for_status(repo: TrackedRepository, status: str, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = TrackedRepository.objects.get(pk=repo.pk)
+        if current.sync_status == status:
+            return current
+        time.sleep(0.02)
+    raise AssertionError(f"{repo} never became {status}")
+
+
+def test_primary_rate_limit_defers_until_the_reset_and_resumes(
+    stub_broker, stub_worker, repo, emulator
+):
+    reset_at = (emulator.now() + timedelta(seconds=3)).replace(microsecond=0)
+    emulator.set_rate_limit(builders.TOKEN, remaining=60, reset_at=reset_at)
+
+    sync_repository.send(repo.pk)
+    waiting = wait_for_status(repo, "rate_limited")
+    join(stub_broker)
+
+    retry_at = datetime.fromisoformat(
+        waiting.last_sync_error.removeprefix("rate limited until ").replace("Z", "+00:00")
+    )
+    assert waiting.last_sync_error.startswith("rate limited until ")
+    assert reset_at <= retry_at <= reset_at + timedelta(seconds=1)
+    repo = reload(repo)
+    assert repo.sync_status == "idle" and repo.last_sync_error == ""
+    assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
+    # The deferred message continued the pass: each PR's details were fetched once.
+    fetched = [r.path for r in emulator.requests if "/pulls/" in r.path and r.status == 200]
+    assert len(fetched) == len(set(fetched)) == 150
+
+
+def test_rate_limit_deferral_does_not_consume_the_retry_budget(stub_broker, repo, emulator):
+    emulator.set_rate_limit(
+        builders.TOKEN, remaining=0, reset_at=emulator.now() + timedelta(hours=1)
+    )
+
+    sync_repository(repo.pk)
+
+    (deferred,) = stub_broker.queues[f"{QUEUE}.DQ"].queue
+    message = dramatiq.Message.decode(deferred)
+    assert "retries" not in message.options
+    eta = datetime.fromtimestamp(message.options["eta"] / 1000, tz=UTC)
+    assert eta >= emulator.now() + timedelta(minutes=59)
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_secondary_rate_limit_defers_by_retry_after(stub_broker, repo, emulator, status):
+    emulator.secondary_limit_next(status=status, retry_after=7)
+
+    outcome = sync_repository(repo.pk)
+
+    (deferred,) = stub_broker.queues[f"{QUEUE}.DQ"].queue
+    message = dramatiq.Message.decode(deferred)
+    wait = message.options["eta"] / 1000 - message.message_timestamp / 1000
+    assert outcome["action"] == "deferred"
+    assert 7 <= wait <= 7 + 1
+    assert message.kwargs["secondary_limits"] == 1
+
+
+def test_secondary_rate_limit_without_retry_after_waits_a_minute_then_longer(
+    stub_broker, repo, emulator
+):
+    emulator.secondary_limit_next(status=403, retry_after=None, count=2)
+
+    sync_repository(repo.pk)
+    sync_repository(repo.pk, secondary_limits=1)
+
+    waits = sorted(
+        (m.options["eta"] - m.message_timestamp) / 1000
+        for m in map(dramatiq.Message.decode, stub_broker.queues[f"{QUEUE}.DQ"].queue)
+    )
+    assert 60 <= waits[0] < 62 and 120 <= waits[1] < 122
+
+
+def test_transient_errors_are_retried_then_shown_as_error(stub_broker, stub_worker, repo, emulator):
+    emulator.fail_next(status=502, count=100)
+    during = []
+    emulator.add_hook(
+        lambda req: during.append(
+            TrackedRepository.objects.values_list("sync_status", "last_sync_error").get(pk=repo.pk)
+        )
+    )
+
+    sync_repository.send_with_options(args=(repo.pk,), min_backoff=10, max_backoff=20)
+    join(stub_broker)
+
+    repo = reload(repo)
+    assert emulator.count_requests() == 6  # the first try and 5 retries
+    assert repo.sync_status == "error" and "502" in repo.last_sync_error
+    assert during[2][0] == "syncing"
+    assert any("retry 2 of 5" in error for _, error in during)
+
+
+def test_revoked_token_disconnects_without_retrying(stub_broker, stub_worker, repo, emulator):
+    emulator.revoke_token(builders.TOKEN)
+
+    sync_repository.send(repo.pk)
+    join(stub_broker)
+
+    repo = reload(repo)
+    assert emulator.count_requests() == 1
+    assert not IntegrationCredential.objects.exists()
+    assert repo.sync_status == "error" and "rejected the credentials" in repo.last_sync_error
+    assert not repo.integration.is_connected
+
+
+def test_repository_gone_from_github_is_an_error_without_retries(
+    stub_broker, stub_worker, repo, emulator
+):
+    TrackedRepository.objects.filter(pk=repo.pk).update(full_name="acme/deleted")
+
+    sync_repository.send(repo.pk)
+    join(stub_broker)
+
+    assert emulator.count_requests() == 1
+    assert reload(repo).sync_status == "error"
+
+
+@pytest.mark.parametrize("change", ["inactive", "disconnected", "missing"])
+def test_skipped_message_changes_nothing(stub_broker, stub_worker, repo, emulator, change):
+    TrackedRepository.objects.filter(pk=repo.pk).update(
+        sync_status="error", last_sync_error="earlier problem"
+    )
+    target = repo.pk
+    if change == "inactive":
+        TrackedRepository.objects.filter(pk=repo.pk).update(is_active=False)
+    elif change == "disconnected":
+        IntegrationCredential.objects.all().delete()
+    else:
+        target = repo.pk + 1000
+
+    sync_repository.send(target)
+    join(stub_broker)
+
+    assert emulator.requests == []
+    assert TrackedRepository.objects.values_list("sync_status", "last_sync_error").get(
+        pk=repo.pk
+    ) == ("error", "earlier problem")
+
+
+def test_five_messages_for_one_repository_cost_one_sync(stub_broker, repo, emulator):
+    emulator.latency = 0.02
+    for _ in range(5):
+        sync_repository.send(repo.pk)
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=5)
+    worker.start()
+    try:
+        join(stub_broker)
+    finally:
+        worker.stop()
+
+    assert emulator.count_requests(path_contains="/pulls/") == 150
+    assert listings(emulator) == 2  # one full sync: 100 + 50 PRs
+    assert reload(repo).sync_status == "idle"
+
+
+def test_message_sent_while_a_sync_runs_waits_for_that_sync_to_end(
+    stub_broker, stub_worker, repo, emulator, settings
+):
+    # The running sync may already have listed past changes made after it started, so a
+    # request made during it must run after it.
+    settings.SYNC_LEASE_SECONDS = 2
+    running = lease_acquire(tracked_repo=repo)
+    sync_repository.send(repo.pk)
+
+    join(stub_broker)
+
+    assert running is not None
+    assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
+    assert reload(repo).sync_status == "idle"
+
+
+def test_message_sent_before_a_running_sync_started_is_dropped(stub_broker, repo, emulator):
+    # The running sync started after the request, so it sees everything the request wanted.
+    sync_repository.send(repo.pk)
+    time.sleep(0.01)
+    running = lease_acquire(tracked_repo=repo)
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        join(stub_broker)
+    finally:
+        worker.stop()
+
+    assert running is not None
+    assert emulator.requests == []
+    assert stub_broker.queues[f"{QUEUE}.DQ"].qsize() == 0
+
+
+def test_message_newer_than_nothing_running_is_not_dropped(stub_broker, stub_worker, repo):
+    held = lease_acquire(tracked_repo=repo)
+    held.release()
+
+    sync_repository.send(repo.pk)
+    join(stub_broker)
+
+    assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
+
+
+def test_large_backfill_continues_in_new_messages(
+    stub_broker, stub_worker, repo, emulator, settings
+):
+    settings.SYNC_MESSAGE_TIME_BUDGET_SECONDS = 0  # one page per message
+
+    sync_repository.send(repo.pk)
+    join(stub_broker)
+
+    repo = reload(repo)
+    assert repo.sync_status == "idle" and repo.sync_checkpoint is None
+    assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
+    assert listings(emulator) == 2
+
+
+def test_dramatiq_rate_limit_exceeded_is_not_a_github_rate_limit(stub_broker, stub_worker, repo):
+    @dramatiq.actor(queue_name=QUEUE, records_sync_outcome=True, max_retries=0)
+    def limited_by_dramatiq(tracked_repo_id: int) -> None:
+        raise dramatiq.RateLimitExceeded("concurrency limit")
+
+    limited_by_dramatiq.send(repo.pk)
+    join(stub_broker)
+
+    repo = reload(repo)
+    assert repo.sync_status == "error" and "RateLimitExceeded" in repo.last_sync_error
+    assert not repo.last_sync_error.startswith("rate limited until")
+
+
+# -- sync_all_repositories -------------------------------------------------------------------
+
+
+def test_fanout_enqueues_active_connected_repositories_and_marks_them_queued(stub_broker, emulator):
+    active = [builders.tracked_repo(emulator, f"acme/r{i}") for i in range(3)]
+    inactive = builders.tracked_repo(emulator, "acme/old")
+    TrackedRepository.objects.filter(pk=inactive.pk).update(is_active=False)
+    other = builders.tracked_repo(emulator, "globex/app", team_slug="globex")
+    IntegrationCredential.objects.filter(integration=other.integration).delete()
+
+    count = sync_all_repositories()
+
+    queued = [dramatiq.Message.decode(m) for m in stub_broker.queues[QUEUE].queue]
+    assert count == 3
+    assert sorted(m.args[0] for m in queued) == sorted(r.pk for r in active)
+    assert {reload(r).sync_status for r in active} == {"queued"}
+    assert reload(inactive).sync_status == "idle" and reload(other).sync_status == "idle"
+
+
+def test_fanout_then_workers_sync_every_repository(stub_broker, stub_worker, emulator, days_ago):
+    names = ["acme/a", "acme/b", "acme/c"]
+    for name in names:
+        emulator.generate_pulls(name, 20, start=days_ago(3), step=timedelta(minutes=9))
+        builders.tracked_repo(emulator, name)
+
+    sync_all_repositories.send()
+    join(stub_broker)
+
+    assert PullRequest.objects.count() == 60
+    assert set(TrackedRepository.objects.values_list("sync_status", flat=True)) == {"idle"}
