@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.integrations.models import (
@@ -73,6 +74,28 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = ["is_active", *readonly_fields]
+    actions = ["sync_now", "full_resync"]
+
+    @admin.action(description="Sync selected repositories now", permissions=["change"])
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[TrackedRepository]) -> None:
+        self._enqueue(request, queryset, full=False)
+
+    @admin.action(
+        description="Full resync of selected repositories (whole window)", permissions=["change"]
+    )
+    def full_resync(self, request: HttpRequest, queryset: QuerySet[TrackedRepository]) -> None:
+        self._enqueue(request, queryset, full=True)
+
+    def _enqueue(
+        self, request: HttpRequest, queryset: QuerySet[TrackedRepository], *, full: bool
+    ) -> None:
+        from apps.integrations.tasks import enqueue_repository_syncs
+
+        ids = list(queryset.values_list("pk", flat=True))
+        count = enqueue_repository_syncs(tracked_repo_ids=ids, full=full)
+        kind = "full resync" if full else "sync"
+        noun = "repository" if count == 1 else "repositories"
+        self.message_user(request, f"Queued a {kind} of {count} {noun}.", messages.SUCCESS)
 
     @admin.display(description="last error")
     def short_error(self, obj: TrackedRepository) -> str:
