@@ -8,50 +8,16 @@ import subprocess
 import sys
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from apps.integrations.models import PullRequest, TrackedRepository
 from tests import builders
+from tests.processes import ROOT, manage, process_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REPO = "acme/widgets"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def command_env(emulator, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DJANGO_SETTINGS_MODULE", "DEBUG", "DATABASE_URL"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="tformance.settings",
-        SECRET_KEY="test",
-        FIELD_ENCRYPTION_KEY=",".join(settings.FIELD_ENCRYPTION_KEY),
-        DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
-        GITHUB_API_URL=emulator.api_url,
-        GITHUB_SECONDS_BETWEEN_REQUESTS="0",
-        GITHUB_TOKEN=builders.TOKEN,
-        REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there
-    )
-    env.update(extra)
-    return env
-
-
-def manage(emulator, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=command_env(emulator, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_track_and_sync_work_from_the_shell_with_redis_unreachable(emulator, days_ago):
@@ -105,7 +71,7 @@ def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ag
     process["sync"] = subprocess.Popen(
         [sys.executable, "manage.py", "sync_repo", REPO],
         cwd=ROOT,
-        env=command_env(emulator),
+        env=process_env(emulator),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
