@@ -1,0 +1,182 @@
+"""The repository admin's actions: "Sync now" and "Full resync" send messages on commit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dramatiq
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
+
+from apps.integrations.models import PullRequest, TrackedRepository
+from apps.integrations.tasks import QUEUE
+from tests import builders
+
+pytestmark = pytest.mark.django_db
+
+REPOS_URL = "/admin/integrations/trackedrepository/"
+
+
+def queued(broker) -> list[dramatiq.Message]:
+    return [dramatiq.Message.decode(data) for data in broker.queues[QUEUE].queue]
+
+
+def run_action(client, action: str, *repos: TrackedRepository):
+    return client.post(REPOS_URL, {"action": action, "_selected_action": [r.pk for r in repos]})
+
+
+def status_of(repo: TrackedRepository) -> str:
+    return TrackedRepository.objects.values_list("sync_status", flat=True).get(pk=repo.pk)
+
+
+def staff_with(*codenames: str) -> User:
+    user = User.objects.create_user("operator", password="unused", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="integrations", codename__in=codenames)
+    )
+    return user
+
+
+def action_choices(response) -> set[str]:
+    form = response.context["action_form"]
+    if form is None:
+        return set()
+    return {name for name, _ in form.fields["action"].choices if name}
+
+
+@pytest.fixture
+def repos(emulator) -> list[TrackedRepository]:
+    return [builders.tracked_repo(emulator, f"acme/r{i}") for i in range(3)]
+
+
+def test_sync_now_enqueues_one_sync_message_per_selected_repository(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    selected = repos[:2]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run_action(admin_client, "sync_now", *selected)
+
+    messages = queued(stub_broker)
+    assert sorted(m.args[0] for m in messages) == sorted(r.pk for r in selected)
+    assert {m.actor_name for m in messages} == {"sync_repository"}
+    assert [m.kwargs for m in messages] == [{"full": False}] * 2
+
+
+def test_sync_now_runs_at_once_and_redirects_back_to_the_changelist(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(admin_client, "sync_now", *repos[:2])
+
+    assert response.status_code == 302
+    assert response.url == REPOS_URL
+
+
+def test_sync_now_marks_selected_repositories_queued_and_leaves_the_others_alone(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        run_action(admin_client, "sync_now", *repos[:2])
+
+    assert [status_of(r) for r in repos] == ["queued", "queued", "idle"]
+
+
+def test_sync_now_reports_how_many_repositories_it_queued(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(admin_client, "sync_now", *repos[:2])
+
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        "Queued a sync of 2 repositories."
+    ]
+
+
+def test_sync_now_sends_nothing_until_the_transaction_commits(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run_action(admin_client, "sync_now", *repos[:2])
+    assert queued(stub_broker) == []
+
+    for callback in callbacks:
+        callback()
+
+    assert len(queued(stub_broker)) == 2
+
+
+def test_full_resync_enqueues_messages_with_full_true(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        run_action(admin_client, "full_resync", *repos[:2])
+
+    messages = queued(stub_broker)
+    assert sorted(m.args[0] for m in messages) == sorted(r.pk for r in repos[:2])
+    assert [m.kwargs for m in messages] == [{"full": True}] * 2
+
+
+def test_full_resync_of_one_repository_reports_it_in_the_singular(
+    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(admin_client, "full_resync", repos[0])
+
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        "Queued a full resync of 1 repository."
+    ]
+
+
+def test_staff_with_change_permission_sees_both_sync_actions(client, repos):
+    client.force_login(staff_with("view_trackedrepository", "change_trackedrepository"))
+
+    response = client.get(REPOS_URL)
+
+    assert {"sync_now", "full_resync"} <= action_choices(response)
+
+
+def test_view_only_staff_does_not_see_the_sync_actions(client, repos):
+    client.force_login(staff_with("view_trackedrepository"))
+
+    response = client.get(REPOS_URL)
+
+    assert response.status_code == 200
+    assert action_choices(response).isdisjoint({"sync_now", "full_resync"})
+    assert b'value="sync_now"' not in response.content
+
+
+@pytest.mark.parametrize("action", ["sync_now", "full_resync"])
+def test_view_only_staff_cannot_run_a_sync_action_by_post(
+    client, stub_broker, repos, django_capture_on_commit_callbacks, action
+):
+    client.force_login(staff_with("view_trackedrepository"))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        run_action(client, action, *repos)
+
+    assert callbacks == []
+    assert queued(stub_broker) == []
+    assert {status_of(r) for r in repos} == {"idle"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_now_then_workers_sync_the_selected_repositories(
+    admin_client, stub_broker, stub_worker, emulator, days_ago, django_capture_on_commit_callbacks
+):
+    names = ["acme/x", "acme/y"]
+    for name in names:
+        emulator.generate_pulls(name, 10, start=days_ago(2), step=timedelta(hours=1))
+    selected = [builders.tracked_repo(emulator, name) for name in names]
+    other = builders.tracked_repo(emulator, "acme/z")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run_action(admin_client, "sync_now", *selected)
+    stub_broker.join(QUEUE, timeout=30_000, fail_fast=False)
+
+    for repo in selected:
+        assert PullRequest.objects.filter(tracked_repo=repo).count() == 10
+        assert status_of(repo) == "idle"
+    assert not PullRequest.objects.filter(tracked_repo=other).exists()
+    assert TrackedRepository.objects.get(pk=other.pk).last_sync_at is None
