@@ -11,10 +11,13 @@ PyGithub talks to it over real loopback HTTP exactly like it talks to api.github
         gh = github.Github(auth=github.Auth.Token("tok"), base_url=emu.api_url, retry=None)
 
 Endpoints: GET /user, /rate_limit, /repos/{o}/{r}, /repos/{o}/{r}/issues[/{n}],
-/repos/{o}/{r}/pulls[/{n}]. Reproduces auth (401), offset pagination with Link headers, the
-10,000-item deep-page 422, primary and secondary rate limits, ETag/If-None-Match 304s that do
-not consume the limit, and injected failures. Run ``python -m apps.integrations.emulator -h``
-for the CLI.
+/repos/{o}/{r}/pulls[/{n}], and ``POST /graphql`` (``/api/graphql`` under the "/api/v3" prefix,
+as PyGithub's ``requester.graphql_url``) for ``rateLimit`` and aliased
+``repository { pullRequest(number:) }`` queries (see ``graphql.py``). Reproduces auth (401),
+offset pagination with Link headers, the 10,000-item deep-page 422, primary (REST "core" and a
+separate "graphql" budget, ``set_rate_limit`` / ``set_graphql_rate_limit``) and secondary rate
+limits, ETag/If-None-Match 304s that do not consume the limit, and injected failures.
+Run ``python -m apps.integrations.emulator -h`` for the CLI.
 """
 
 from .server import GitHubEmulator, RequestRecord

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", action="append", default=[], help="valid token (repeatable)")
     parser.add_argument("--login", default="octocat", help="login of the token user(s)")
     parser.add_argument("--rate-limit", type=int, default=5000)
+    parser.add_argument("--graphql-rate-limit", type=int, default=5000, help="points per hour")
     parser.add_argument("--repo", action="append", default=[], help="owner/name (repeatable)")
     parser.add_argument("--pulls", type=int, default=0, help="PRs to generate per repo")
     parser.add_argument("--issues", type=int, default=0, help="issues to generate per repo")
@@ -67,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     emu = GitHubEmulator(prefix=args.prefix, latency=args.latency, host=args.host)
     for token in args.token:
-        emu.add_token(token, login=args.login, rate_limit=args.rate_limit)
+        emu.add_token(
+            token,
+            login=args.login,
+            rate_limit=args.rate_limit,
+            graphql_rate_limit=args.graphql_rate_limit,
+        )
     for repo in args.repo:
         seed(emu, repo, args.pulls, args.issues)
     stop = threading.Event()

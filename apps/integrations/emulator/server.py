@@ -18,11 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from . import render
+from . import graphql, render
 from .store import Store, TokenState, User, epoch, parse_iso8601
 
 JSON_TYPE = "application/json; charset=utf-8"
 DOCS = "https://docs.github.com/rest"
+GRAPHQL_DOCS = "https://docs.github.com/graphql"
 RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
 SECONDARY_DOCS = (
     "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api"
@@ -60,6 +61,10 @@ class RequestRecord:
     at: datetime | None = None  # emulator clock when the request arrived
     headers: dict[str, str] = field(default_factory=dict)  # request headers, lower-cased names
     request_id: str = ""
+    # GraphQL requests (path "/graphql"): the pullRequest(number:) values asked for, in query
+    # order (one per alias; filled before hooks run), and the points charged (0 if none).
+    graphql_numbers: list[int] = field(default_factory=list)
+    graphql_cost: int = 0
 
 
 @dataclass(slots=True)
@@ -176,19 +181,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         emu = self.server.emulator
-        response = emu._serve(self.command, self.path, self.headers)
-        body = response.raw
+        response = emu._serve(self.command, self.path, self.headers, body)
+        raw = response.raw
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         if response.status != 304:
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
+        if raw and self.command != "HEAD":
+            self.wfile.write(raw)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -265,6 +269,16 @@ class GitHubEmulator(Store):
     def api_url(self) -> str:
         return self.url + self.prefix
 
+    @property
+    def graphql_path(self) -> str:
+        """Where GraphQL is served: "/graphql", or "/api/graphql" for the "/api/v3" prefix
+        (derived from the prefix as PyGithub derives ``requester.graphql_url``)."""
+        return self.prefix.removesuffix("/v3") + "/graphql"
+
+    @property
+    def graphql_url(self) -> str:
+        return self.url + self.graphql_path
+
     # ------------------------------------------------------------------ hooks, log, injection
 
     def add_hook(self, fn: Callable[[RequestRecord], Any]) -> None:
@@ -332,7 +346,7 @@ class GitHubEmulator(Store):
 
     # ------------------------------------------------------------------ request pipeline
 
-    def _serve(self, method: str, raw_target: str, headers: Any) -> _Response:
+    def _serve(self, method: str, raw_target: str, headers: Any, body: bytes = b"") -> _Response:
         if self.latency:
             time.sleep(self.latency)
         target = urlsplit(raw_target)
@@ -342,6 +356,10 @@ class GitHubEmulator(Store):
             raw_path == self.prefix or raw_path.startswith(self.prefix + "/")
         )
         path = raw_path[len(self.prefix) :] if in_prefix else raw_path
+        gql = None
+        if method == "POST" and raw_path == self.graphql_path:
+            gql = graphql.prepare(body)  # pure: no store access
+            in_prefix, path = True, "/graphql"
         with self.lock:
             self._seq += 1
             seq = self._seq
@@ -355,6 +373,7 @@ class GitHubEmulator(Store):
             at=self.now(),
             headers={k.lower(): v for k, v in headers.items()},
             request_id=f"E{seq:06X}:{self._port:04X}:{seq * 7919:06X}",
+            graphql_numbers=list(gql.numbers) if gql is not None else [],
         )
         response = None
         for hook in hooks:  # outside the lock: hooks may mutate the store
@@ -365,7 +384,7 @@ class GitHubEmulator(Store):
                 response = _error(500, f"emulator hook failed: {exc!r}")
         if response is None:
             host = headers.get("Host") or f"{self.host}:{self._port}"
-            response = self._respond(record, in_prefix, query_pairs, host)
+            response = self._respond(record, in_prefix, query_pairs, host, gql)
         response.headers.setdefault("Content-Type", JSON_TYPE)
         response.headers["X-GitHub-Request-Id"] = record.request_id
         record.status = response.status
@@ -374,7 +393,12 @@ class GitHubEmulator(Store):
         return response
 
     def _respond(
-        self, req: RequestRecord, in_prefix: bool, query_pairs: list[tuple[str, str]], host: str
+        self,
+        req: RequestRecord,
+        in_prefix: bool,
+        query_pairs: list[tuple[str, str]],
+        host: str,
+        gql: graphql.Prepared | None = None,
     ) -> _Response:
         inj = self._take_injection("fail", req.path)
         if inj is not None:
@@ -397,12 +421,15 @@ class GitHubEmulator(Store):
                 f"request ID {req.request_id}.",
                 SECONDARY_DOCS,
             )
-            response.headers.update(self._rate_headers(token))
+            resource = "core" if gql is None else "graphql"
+            response.headers.update(self._rate_headers(token, resource))
             if inj.retry_after is not None:
                 response.headers["Retry-After"] = str(inj.retry_after)
             return response
 
         ctx = render.Ctx(api=f"http://{host}{self.prefix}", html=f"http://{host}", store=self)
+        if gql is not None:
+            return self._graphql(req, gql, token, ctx)
         if req.path == "/rate_limit" and req.method in ("GET", "HEAD"):
             with self.lock:
                 response = _Response(200, self._rate_limit_body(token))
@@ -449,7 +476,44 @@ class GitHubEmulator(Store):
             headers.update(self._rate_headers(token))
         return _Response(304, None, headers)
 
-    def _rate_headers(self, token: TokenState) -> dict[str, str]:
+    def _graphql(
+        self, req: RequestRecord, gql: graphql.Prepared, token: TokenState, ctx: render.Ctx
+    ) -> _Response:
+        """POST /graphql: 400 for an unreadable body; otherwise 200 with data and/or errors.
+        Only an executed query is charged (``graphql.COST`` points of the graphql budget)."""
+        with self.lock:
+            if gql.bad_request:
+                response = _error(400, "Problems parsing JSON", GRAPHQL_DOCS)
+            elif gql.errors:
+                response = _Response(200, {"errors": gql.errors})
+            elif token.graphql_remaining < graphql.COST:
+                message = f"API rate limit exceeded for user ID {token.user_id}."
+                body = {"data": None, "errors": [{"type": "RATE_LIMITED", "message": message}]}
+                response = _Response(200, body)
+            else:
+                token.graphql_remaining -= graphql.COST
+                req.graphql_cost = graphql.COST
+                rate = {
+                    "cost": graphql.COST,
+                    "limit": token.graphql_limit,
+                    "remaining": token.graphql_remaining,
+                    "used": token.graphql_used,
+                    "resetAt": graphql.reset_at(token.graphql_reset),
+                }
+                viewer = User(login=token.login, id=token.user_id)
+                response = _Response(200, graphql.execute(gql, self, ctx, viewer, rate))
+            response.headers.update(self._rate_headers(token, "graphql"))
+        return response
+
+    def _rate_headers(self, token: TokenState, resource: str = "core") -> dict[str, str]:
+        if resource == "graphql":
+            return {
+                "X-RateLimit-Limit": str(token.graphql_limit),
+                "X-RateLimit-Remaining": str(token.graphql_remaining),
+                "X-RateLimit-Reset": str(token.graphql_reset),
+                "X-RateLimit-Used": str(token.graphql_used),
+                "X-RateLimit-Resource": "graphql",
+            }
         return {
             "X-RateLimit-Limit": str(token.limit),
             "X-RateLimit-Remaining": str(token.remaining),
@@ -481,7 +545,13 @@ class GitHubEmulator(Store):
             "resources": {
                 "core": core,
                 "search": fresh(30, "search", 60),
-                "graphql": fresh(5000, "graphql"),
+                "graphql": {
+                    "limit": token.graphql_limit,
+                    "used": token.graphql_used,
+                    "remaining": token.graphql_remaining,
+                    "reset": token.graphql_reset,
+                    "resource": "graphql",
+                },
                 "integration_manifest": fresh(5000, "integration_manifest"),
                 "source_import": fresh(100, "source_import", 60),
                 "code_scanning_upload": fresh(1000, "code_scanning_upload"),

@@ -89,10 +89,18 @@ class TokenState:
     reset: int  # epoch seconds (emulator clock)
     revoked: bool = False
     window: int = 0  # bumped whenever the window refills / is reset
+    # GraphQL has its own primary budget (resource "graphql"), counted in points.
+    graphql_limit: int = 5000
+    graphql_remaining: int = 5000
+    graphql_reset: int = 0  # epoch seconds (emulator clock)
 
     @property
     def used(self) -> int:
         return max(self.limit - self.remaining, 0)
+
+    @property
+    def graphql_used(self) -> int:
+        return max(self.graphql_limit - self.graphql_remaining, 0)
 
 
 @dataclass(slots=True)
@@ -252,17 +260,27 @@ class Store:
         with self.lock:
             return self._user(login)
 
-    def add_token(self, token: str, login: str = "octocat", rate_limit: int = 5000) -> TokenState:
+    def add_token(
+        self,
+        token: str,
+        login: str = "octocat",
+        rate_limit: int = 5000,
+        graphql_rate_limit: int = 5000,
+    ) -> TokenState:
         with self.lock:
             user = self._user(login)
             user.type = "User"
+            reset = epoch(self.now()) + RATE_WINDOW_SECONDS
             state = TokenState(
                 token=token,
                 login=user.login,
                 user_id=user.id,
                 limit=rate_limit,
                 remaining=rate_limit,
-                reset=epoch(self.now()) + RATE_WINDOW_SECONDS,
+                reset=reset,
+                graphql_limit=graphql_rate_limit,
+                graphql_remaining=graphql_rate_limit,
+                graphql_reset=reset,
             )
             self._tokens[token] = state
             return copy.copy(state)
@@ -293,8 +311,29 @@ class Store:
             state.window += 1
             return copy.copy(state)
 
+    def set_graphql_rate_limit(
+        self,
+        token: str,
+        remaining: int,
+        reset_at: datetime | int | None = None,
+        limit: int | None = None,
+    ) -> TokenState:
+        """Set the token's GraphQL budget (points), like ``set_rate_limit`` does for REST."""
+        with self.lock:
+            state = self._tokens[token]
+            if limit is not None:
+                state.graphql_limit = limit
+            state.graphql_remaining = max(0, min(remaining, state.graphql_limit))
+            if reset_at is None:
+                state.graphql_reset = epoch(self.now()) + RATE_WINDOW_SECONDS
+            elif isinstance(reset_at, datetime):
+                state.graphql_reset = epoch(to_utc(reset_at))
+            else:
+                state.graphql_reset = int(reset_at)
+            return copy.copy(state)
+
     def token_state(self, token: str | None) -> TokenState | None:
-        """The live state of a valid token (window refilled if due) or None."""
+        """The live state of a valid token (windows refilled if due) or None."""
         with self.lock:
             state = self._tokens.get(token) if token else None
             if state is None or state.revoked:
@@ -304,6 +343,9 @@ class Store:
                 state.remaining = state.limit
                 state.reset = now + RATE_WINDOW_SECONDS
                 state.window += 1
+            if now >= state.graphql_reset:
+                state.graphql_remaining = state.graphql_limit
+                state.graphql_reset = now + RATE_WINDOW_SECONDS
             return state
 
     # ------------------------------------------------------------------ repositories
