@@ -1,0 +1,91 @@
+"""Per-token pacing shared through Redis (fakeredis with Lua, no sleeping in the checks)."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import redis
+
+from apps.integrations.services.pacing import TokenPacer, token_key
+
+TOKEN = "ghp_pacingtoken000000000000000000000001"
+
+
+@pytest.fixture
+def shared_redis():
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+def test_two_workers_on_one_token_get_slots_an_interval_apart(shared_redis):
+    first = TokenPacer(TOKEN, interval=0.07, client=shared_redis)
+    second = TokenPacer(TOKEN, interval=0.07, client=shared_redis)
+
+    waits = [first.reserve(), second.reserve(), first.reserve()]
+
+    assert waits[0] == 0
+    assert waits[1] == pytest.approx(0.07, abs=0.02)
+    assert waits[2] == pytest.approx(0.14, abs=0.03)
+
+
+def test_different_tokens_do_not_wait_for_each_other(shared_redis):
+    TokenPacer(TOKEN, interval=0.5, client=shared_redis).reserve()
+
+    wait = TokenPacer("ghp_other", interval=0.5, client=shared_redis).reserve()
+
+    assert wait == 0
+
+
+def test_the_token_itself_is_never_stored_in_redis(shared_redis):
+    TokenPacer(TOKEN, interval=0.07, client=shared_redis).reserve()
+
+    keys = [key.decode() for key in shared_redis.keys("*")]
+    assert keys == [token_key(TOKEN)]
+    assert TOKEN not in keys[0]
+
+
+def test_pacing_falls_back_to_this_process_when_redis_is_down():
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    pacer = TokenPacer(TOKEN + "x", interval=0.2, client=unreachable)
+
+    waits = [pacer.reserve(), pacer.reserve()]
+
+    assert waits[0] == 0
+    assert waits[1] == pytest.approx(0.2, abs=0.05)
+
+
+def test_zero_interval_disables_pacing(shared_redis):
+    pacer = TokenPacer(TOKEN, interval=0, client=shared_redis)
+
+    assert [pacer.reserve(), pacer.reserve()] == [0, 0]
+    assert shared_redis.keys("*") == []
+
+
+def test_workers_sharing_a_token_are_paced_through_redis(emulator, redis_url, settings):
+    import threading
+    import time
+
+    from apps.integrations.services import pacing
+    from apps.integrations.services.github_client import client_for_token
+    from tests import builders
+
+    settings.REDIS_URL = redis_url
+    settings.GITHUB_TOKEN_MIN_INTERVAL_MS = 100
+    pacing._redis_client.cache_clear()
+    emulator.add_repo("acme/widgets")
+    arrivals: list[float] = []
+    emulator.add_hook(lambda req: arrivals.append(time.monotonic()))
+
+    def worker() -> None:
+        client = client_for_token(builders.TOKEN)  # one client per worker, as in production
+        for _ in range(3):
+            client.get_repository("acme/widgets")
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    gaps = [b - a for a, b in zip(sorted(arrivals), sorted(arrivals)[1:], strict=False)]
+    assert len(arrivals) == 6
+    assert min(gaps) >= 0.08
