@@ -33,3 +33,21 @@ def tracked_repo(
         github_repo_id=github_repo.id,
         full_name=github_repo.full_name,
     )
+
+
+def is_detail_request(request) -> bool:
+    """A request for PR detail fields: REST ``/pulls/N`` or a GraphQL query."""
+    return "/pulls/" in request.path or request.path.endswith("/graphql")
+
+
+def detail_fetches(emulator) -> list[int]:
+    """Numbers of the PRs whose details GitHub served (REST or GraphQL), in request order."""
+    numbers: list[int] = []
+    for request in emulator.requests:
+        if request.status != 200:
+            continue
+        if "/pulls/" in request.path:
+            numbers.append(int(request.path.rsplit("/", 1)[1]))
+        elif request.path.endswith("/graphql") and request.graphql_cost:
+            numbers.extend(request.graphql_numbers)
+    return numbers

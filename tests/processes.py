@@ -31,7 +31,7 @@ def process_env(emulator, **extra: str) -> dict[str, str]:
         FIELD_ENCRYPTION_KEY=",".join(settings.FIELD_ENCRYPTION_KEY),
         DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
         GITHUB_API_URL=emulator.api_url,
-        GITHUB_SECONDS_BETWEEN_REQUESTS="0",
+        GITHUB_TOKEN_MIN_INTERVAL_MS="0",
         GITHUB_RATE_LIMIT_JITTER_SECONDS="0.2",
         GITHUB_TOKEN=builders.TOKEN,
         REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there unless a test says so

@@ -197,12 +197,18 @@ GITHUB_API_URL = (os.environ.get("GITHUB_API_URL", "").strip() or "https://api.g
 )
 # Seconds before a GitHub request is abandoned (PyGithub insists on an int).
 GITHUB_TIMEOUT = int(os.environ.get("GITHUB_TIMEOUT", "30"))
-# PyGithub's own pause between requests. GitHub asks integrators to make requests serially
-# per token; a sync is serial, so the pause only guards against bursts.
-GITHUB_SECONDS_BETWEEN_REQUESTS = float(os.environ.get("GITHUB_SECONDS_BETWEEN_REQUESTS", "0.25"))
+# Minimum spacing of requests made with one token, across all workers (paced through Redis).
+# GitHub's secondary limit is about 900 points a minute per endpoint: 70 ms keeps under it.
+# 0 disables pacing.
+GITHUB_TOKEN_MIN_INTERVAL_MS = int(os.environ.get("GITHUB_TOKEN_MIN_INTERVAL_MS", "70"))
 # Random spread (seconds) added to a rate-limit deferral, so repositories sharing a token do
 # not all return in the same second after the reset.
 GITHUB_RATE_LIMIT_JITTER_SECONDS = float(os.environ.get("GITHUB_RATE_LIMIT_JITTER_SECONDS", "30"))
+# How a sync fetches the detail fields of changed PRs: "graphql" (up to 100 PRs per query, about
+# one rate-limit point) or "rest" (one GET per PR; for servers without GraphQL).
+GITHUB_PR_DETAILS = os.environ.get("GITHUB_PR_DETAILS", "graphql").strip().lower()
+if GITHUB_PR_DETAILS not in {"graphql", "rest"}:
+    sys.exit("error: GITHUB_PR_DETAILS must be 'graphql' or 'rest'")
 # How far back a first (full) sync reaches.
 GITHUB_SYNC_DAYS_BACK = int(os.environ.get("GITHUB_SYNC_DAYS_BACK", "90"))
 
@@ -210,7 +216,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "()": "apps.integrations.log_filters.KeyValueFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
     "filters": {
         "sync_outcome_result": {"()": "apps.integrations.log_filters.SyncOutcomeResultFilter"},
@@ -221,7 +230,13 @@ LOGGING = {
     "loggers": {
         # PyGithub attaches its own INFO handler on import; route it through ours instead.
         "github": {"handlers": ["console"], "level": "WARNING", "propagate": False},
-        "apps": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        # No propagation: dramatiq's CLI puts its own handler on the root logger, and every
+        # line would be printed twice.
+        "apps": {
+            "handlers": ["console"],
+            "level": os.environ.get("LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
         "dramatiq.worker.WorkerThread": {"filters": ["sync_outcome_result"]},
     },
 }

@@ -78,6 +78,12 @@ class TrackedRepository(BaseTeamModel):
         blank=True,
         help_text="GitHub updated_at from which the next incremental sync lists changes.",
     )
+    sync_listing_etag = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="ETag of the first incremental listing page at the watermark (304 = no change).",
+    )
     sync_checkpoint = models.JSONField(
         null=True,
         blank=True,

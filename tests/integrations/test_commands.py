@@ -224,7 +224,7 @@ def test_sync_repo_rate_limited_exits_75_with_the_reset_time(emulator, days_ago)
     emulator.generate_pulls(REPO, 150, start=days_ago(10), step=timedelta(minutes=5))
     builders.tracked_repo(emulator, REPO)
     reset_at = (emulator.now() + timedelta(minutes=30)).replace(microsecond=0)
-    emulator.set_rate_limit(builders.TOKEN, remaining=120, reset_at=reset_at)
+    emulator.set_rate_limit(builders.TOKEN, remaining=2, reset_at=reset_at)  # 2 listings
 
     code, out, err = run("sync_repo", REPO)
 
@@ -241,7 +241,7 @@ def test_sync_repo_rate_limited_exits_75_with_the_reset_time(emulator, days_ago)
 def test_sync_repo_after_the_reset_finishes_the_interrupted_sync(emulator, days_ago):
     emulator.generate_pulls(REPO, 150, start=days_ago(10), step=timedelta(minutes=5))
     builders.tracked_repo(emulator, REPO)
-    emulator.set_rate_limit(builders.TOKEN, remaining=120)
+    emulator.set_rate_limit(builders.TOKEN, remaining=2)
     run("sync_repo", REPO)
     emulator.set_rate_limit(builders.TOKEN, remaining=5000)
 

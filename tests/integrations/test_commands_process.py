@@ -59,11 +59,11 @@ def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ag
     killed = threading.Event()
 
     def kill_mid_page(req):
-        # SIGKILL half-way through the second page's detail requests: no handler, no
+        # SIGKILL while the second page's details are being fetched: no handler, no
         # cleanup, nothing flushed; exactly what an OOM kill or a lost machine does.
-        if "/pulls/" in req.path:
-            details["n"] += 1
-            if details["n"] == 150 and not killed.is_set():
+        if builders.is_detail_request(req):
+            details["n"] += len(req.graphql_numbers) if req.path.endswith("/graphql") else 1
+            if details["n"] >= 150 and not killed.is_set():
                 killed.set()
                 os.kill(process["sync"].pid, signal.SIGKILL)
 
@@ -89,6 +89,16 @@ def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ag
     assert resumed.returncode == 0, resumed.stderr
     assert PullRequest.objects.count() == 350
     # Only the interrupted page is done again: 250 details, not 350.
-    assert emulator.count_requests(path_contains="/pulls/") == 250
+    assert len(builders.detail_fetches(emulator)) == 250
     repo.refresh_from_db()
     assert repo.sync_checkpoint is None and repo.sync_status == "idle"
+
+
+def test_rejected_token_is_one_line_on_stderr_from_the_shell(emulator):
+    emulator.add_repo(REPO)
+
+    result = manage(emulator, "track_repo", REPO, "--team", "acme", GITHUB_TOKEN="ghp_wrong")
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "rejected the token" in result.stderr
+    assert "ghp_wrong" not in result.stderr

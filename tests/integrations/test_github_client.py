@@ -156,3 +156,56 @@ def test_client_for_integration_authenticates_with_the_decrypted_token(emulator)
     client_for_integration(repo.integration).get_repository(REPO)
 
     assert emulator.requests[0].token == builders.TOKEN
+
+
+def test_graphql_details_keep_the_found_prs_when_some_are_missing(emulator, client, days_ago):
+    pr = emulator.add_pull(REPO, title="Found", author=None, additions=5, commits=2)
+    issue = emulator.add_issue(REPO)
+
+    details = client.get_pulls_details(REPO, [pr.number, issue.number, 999])
+
+    assert set(details.found) == {pr.number}
+    assert sorted(details.missing) == [issue.number, 999]
+    node = details.found[pr.number]
+    assert (node["title"], node["author"], node["additions"]) == ("Found", None, 5)
+    assert client.requests_made == 1
+
+
+def test_graphql_rate_limit_raises_primary_limit_with_its_reset(emulator, client):
+    pr = emulator.add_pull(REPO)
+    reset_at = (datetime.now(UTC) + timedelta(minutes=30)).replace(microsecond=0)
+    emulator.set_graphql_rate_limit(builders.TOKEN, remaining=0, reset_at=reset_at)
+
+    with pytest.raises(GitHubPrimaryRateLimit) as raised:
+        client.get_pulls_details(REPO, [pr.number])
+
+    assert raised.value.reset_at == reset_at
+
+
+def test_graphql_details_of_an_unknown_repository_raise_not_found(emulator, client):
+    with pytest.raises(GitHubNotFound):
+        client.get_pulls_details("acme/nothing-here", [1])
+
+
+def test_graphql_works_behind_an_enterprise_prefix(settings):
+    with GitHubEmulator(prefix="/api/v3") as emu:
+        emu.add_token(builders.TOKEN)
+        pr = emu.add_pull(REPO)
+        settings.GITHUB_API_URL = emu.api_url
+
+        details = client_for_token(builders.TOKEN).get_pulls_details(REPO, [pr.number])
+
+    assert set(details.found) == {pr.number}
+
+
+def test_unchanged_listing_answers_304_without_costing_rate_limit(emulator, client):
+    emulator.add_pull(REPO)
+    first = client.list_issues_page(REPO, since=None)
+    used = int(client.last_headers["x-ratelimit-used"])
+
+    again = client.list_issues_page(REPO, since=None, etag=first.etag)
+
+    assert first.etag and again.not_modified and again.items == []
+    assert emulator.requests[-1].status == 304
+    client.get_repository(REPO)
+    assert int(client.last_headers["x-ratelimit-used"]) == used + 1

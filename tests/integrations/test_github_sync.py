@@ -30,13 +30,18 @@ def listing_requests(emulator):
     return [r for r in emulator.requests if r.path.endswith("/issues")]
 
 
-def detail_requests(emulator, number: int | None = None):
-    suffix = f"/pulls/{number}" if number is not None else None
-    return [
-        r
-        for r in emulator.requests
-        if "/pulls/" in r.path and (suffix is None or r.path.endswith(suffix))
-    ]
+def detail_requests(emulator):
+    return [r for r in emulator.requests if builders.is_detail_request(r)]
+
+
+detail_fetches = builders.detail_fetches
+
+
+@pytest.fixture(autouse=True, params=["graphql", "rest"])
+def pr_details(request, settings):
+    """Every sync test runs with both ways of fetching PR details."""
+    settings.GITHUB_PR_DETAILS = request.param
+    return request.param
 
 
 def assert_matches_github(emulator, repo: TrackedRepository) -> None:
@@ -144,8 +149,8 @@ def test_plain_issues_cost_no_extra_requests(emulator, days_ago):
 
     result = sync(repo)
 
-    assert len(detail_requests(emulator)) == 10
-    assert result.requests_used == len(listing_requests(emulator)) + 10
+    assert len(detail_fetches(emulator)) == 10
+    assert result.requests_used == len(listing_requests(emulator)) + len(detail_requests(emulator))
     assert result.items_skipped >= 150
 
 
@@ -163,7 +168,7 @@ def test_incremental_sync_fetches_details_only_for_what_changed(emulator, days_a
 
     result = sync(repo)
 
-    fetched = {int(r.path.rsplit("/", 1)[1]) for r in detail_requests(emulator)}
+    fetched = set(detail_fetches(emulator))
     assert fetched == {prs[3].number, prs[17].number, new.number}
     assert result.kind == "incremental" and result.prs_upserted == 3
     assert PullRequest.objects.get(tracked_repo=repo, number=prs[3].number).title == "Renamed"
@@ -308,7 +313,7 @@ def test_bulk_edit_sharing_one_second_neither_loops_nor_skips(emulator, days_ago
     assert result.complete
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 390
     assert len(listing_requests(emulator)) <= 12
-    assert len(detail_requests(emulator)) == 390
+    assert len(detail_fetches(emulator)) == 390
 
 
 def test_bulk_edit_after_a_sync_is_fully_picked_up(emulator, days_ago):
@@ -347,7 +352,9 @@ def test_edit_during_a_bulk_edit_stretch_does_not_skip_records(emulator, days_ag
 # -- 3. resumable ----------------------------------------------------------------------------
 
 
-def test_rate_limit_mid_sync_keeps_progress_and_resumes_without_redoing_work(emulator, days_ago):
+def test_rate_limit_mid_sync_keeps_progress_and_resumes_without_redoing_work(
+    emulator, days_ago, pr_details
+):
     for name in (REPO, "acme/control"):
         emulator.generate_pulls(name, 450, start=days_ago(40), step=timedelta(minutes=30))
     control = builders.tracked_repo(emulator, "acme/control")
@@ -356,23 +363,27 @@ def test_rate_limit_mid_sync_keeps_progress_and_resumes_without_redoing_work(emu
     emulator.clear_requests()
     repo = builders.tracked_repo(emulator, REPO)
     reset_at = emulator.now() + timedelta(minutes=20)
-    emulator.set_rate_limit(builders.TOKEN, remaining=250, reset_at=reset_at)
+    if pr_details == "rest":  # runs out among page 3's detail requests
+        emulator.set_rate_limit(builders.TOKEN, remaining=250, reset_at=reset_at)
+    else:  # the third GraphQL query (page 3's details) is refused
+        emulator.set_graphql_rate_limit(builders.TOKEN, remaining=2, reset_at=reset_at)
 
     with pytest.raises(GitHubPrimaryRateLimit) as raised:
         sync(repo)
 
     assert raised.value.reset_at == reset_at
     repo.refresh_from_db()
-    assert 200 <= PullRequest.objects.filter(tracked_repo=repo).count() < 450
+    assert 199 <= PullRequest.objects.filter(tracked_repo=repo).count() < 450  # 2+ pages
     assert repo.sync_checkpoint is not None and repo.sync_watermark is None
 
     emulator.set_rate_limit(builders.TOKEN, remaining=5000)
+    emulator.set_graphql_rate_limit(builders.TOKEN, remaining=5000)
     result = sync(repo)
 
     assert result.resumed and result.complete
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 450
     # No PR's details were fetched twice, and at most one page was listed again.
-    fetched = [r.path for r in detail_requests(emulator) if r.status == 200]
+    fetched = detail_fetches(emulator)
     assert len(fetched) == len(set(fetched)) == 450
     assert len(listing_requests(emulator)) <= uninterrupted_listings + 1
 
@@ -394,7 +405,7 @@ def test_failure_mid_sync_resumes_from_the_checkpoint(emulator, days_ago):
     assert listing_requests(emulator)[0].query["since"] == checkpoint["since"].replace(
         "+00:00", "Z"
     )
-    assert len(detail_requests(emulator)) == 350 - stored
+    assert len(detail_fetches(emulator)) == 350 - stored
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 350
 
 
@@ -455,8 +466,10 @@ def test_each_page_is_written_with_one_batched_statement(emulator, days_ago):
         result = sync(repo)
 
     inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
-    assert result.pages == 4  # 100 + 99 + 99 + 2 new PRs: each later page repeats one
-    assert len(inserts) == result.pages
+    # 100 + 99 + 99 + 2 new PRs (each later page repeats one), then the page at the last
+    # updated_at that ends the pass (and whose ETag the next sync sends): nothing to write.
+    assert result.pages == 5
+    assert len(inserts) == result.pages - 1
     assert len(queries.captured_queries) < 10 * result.pages
 
 
@@ -501,3 +514,53 @@ def test_stored_timestamps_are_utc(emulator, days_ago):
     row = PullRequest.objects.get(tracked_repo=repo)
     assert row.github_updated_at == datetime(2026, 11, 1, 23, 30, tzinfo=UTC)
     assert row.github_updated_at.utcoffset() == timedelta(0)
+
+
+# -- conditional requests --------------------------------------------------------------------
+
+
+def test_idle_incremental_sync_is_a_free_304(emulator, days_ago):
+    emulator.generate_pulls(REPO, 30, start=days_ago(3), step=timedelta(minutes=7))
+    repo = builders.tracked_repo(emulator, REPO)
+    sync(repo)
+    emulator.clear_requests()
+
+    result = sync(repo)
+
+    (request,) = emulator.requests
+    assert request.status == 304 and request.headers.get("if-none-match")
+    assert result.complete and result.requests_used == 1 and result.prs_upserted == 0
+
+
+def test_change_after_an_idle_304_is_still_picked_up(emulator, days_ago):
+    prs = emulator.generate_pulls(REPO, 30, start=days_ago(3), step=timedelta(minutes=7))
+    repo = builders.tracked_repo(emulator, REPO)
+    sync(repo)
+    sync(repo)  # 304
+    emulator.update(REPO, prs[4].number, title="Changed after the 304")
+
+    result = sync(repo)
+
+    assert result.prs_upserted == 1
+    assert PullRequest.objects.get(tracked_repo=repo, number=prs[4].number).title == (
+        "Changed after the 304"
+    )
+    sync(repo)
+    assert emulator.requests[-1].status == 304
+
+
+def test_full_page_at_the_watermark_keeps_no_etag(emulator, days_ago):
+    # A page of 100 at the watermark does not show the whole listing: a change behind it
+    # would not change that page, so its ETag must not be trusted.
+    emulator.generate_pulls(
+        REPO, 150, start=days_ago(5), step=timedelta(seconds=1), updated_at=days_ago(1)
+    )
+    repo = builders.tracked_repo(emulator, REPO)
+    sync(repo)
+    repo.refresh_from_db()
+    emulator.update(REPO, 140, title="Behind the first page")
+
+    sync(repo)
+
+    assert repo.sync_listing_etag == ""
+    assert PullRequest.objects.get(tracked_repo=repo, number=140).title == "Behind the first page"

@@ -78,7 +78,8 @@ def test_primary_rate_limit_defers_until_the_reset_and_resumes(
     stub_broker, stub_worker, repo, emulator
 ):
     reset_at = (emulator.now() + timedelta(seconds=3)).replace(microsecond=0)
-    emulator.set_rate_limit(builders.TOKEN, remaining=60, reset_at=reset_at)
+    # Page 1's details are fetched; page 2's GraphQL query is refused until the reset.
+    emulator.set_graphql_rate_limit(builders.TOKEN, remaining=1, reset_at=reset_at)
 
     sync_repository.send(repo.pk)
     waiting = wait_for_status(repo, "rate_limited")
@@ -93,7 +94,7 @@ def test_primary_rate_limit_defers_until_the_reset_and_resumes(
     assert repo.sync_status == "idle" and repo.last_sync_error == ""
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
     # The deferred message continued the pass: each PR's details were fetched once.
-    fetched = [r.path for r in emulator.requests if "/pulls/" in r.path and r.status == 200]
+    fetched = builders.detail_fetches(emulator)
     assert len(fetched) == len(set(fetched)) == 150
 
 
@@ -217,8 +218,8 @@ def test_five_messages_for_one_repository_cost_one_sync(stub_broker, repo, emula
     finally:
         worker.stop()
 
-    assert emulator.count_requests(path_contains="/pulls/") == 150
-    assert listings(emulator) == 2  # one full sync: 100 + 50 PRs
+    assert len(builders.detail_fetches(emulator)) == 150
+    assert listings(emulator) == 3  # one full sync: 100 + 50 PRs, then the watermark page
     assert reload(repo).sync_status == "idle"
 
 
@@ -276,7 +277,7 @@ def test_large_backfill_continues_in_new_messages(
     repo = reload(repo)
     assert repo.sync_status == "idle" and repo.sync_checkpoint is None
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
-    assert listings(emulator) == 2
+    assert listings(emulator) == 3  # as one uninterrupted sync: 100 + 50, watermark page
 
 
 def test_dramatiq_rate_limit_exceeded_is_not_a_github_rate_limit(stub_broker, stub_worker, repo):

@@ -76,7 +76,7 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
     emulator.generate_pulls("acme/api", 150, start=days_ago(30), step=timedelta(hours=3))
     repo = builders.tracked_repo(emulator, "acme/api")
     reset_at = (emulator.now() + timedelta(seconds=6)).replace(microsecond=0)
-    emulator.set_rate_limit(builders.TOKEN, remaining=80, reset_at=reset_at)
+    emulator.set_graphql_rate_limit(builders.TOKEN, remaining=1, reset_at=reset_at)
     env = process_env(emulator, REDIS_URL=redis_url)
     log = tmp_path / "worker.log"
     process = worker(env, log)
@@ -90,7 +90,7 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
 
     assert waiting.last_sync_error.startswith(f"rate limited until {reset_at:%Y-%m-%dT%H:%M}")
     assert PullRequest.objects.count() == 150
-    fetched = [r.path for r in emulator.requests if "/pulls/" in r.path and r.status == 200]
+    fetched = builders.detail_fetches(emulator)
     assert len(fetched) == len(set(fetched)) == 150  # nothing fetched twice
 
 
@@ -111,9 +111,9 @@ def test_worker_killed_mid_sync_loses_nothing(emulator, redis_url, days_ago, tmp
     killed = threading.Event()
 
     def kill_mid_page(req):
-        if "/pulls/" in req.path:
-            details["n"] += 1
-            if details["n"] == 150 and not killed.is_set():
+        if builders.is_detail_request(req):
+            details["n"] += len(req.graphql_numbers) if req.path.endswith("/graphql") else 1
+            if details["n"] >= 150 and not killed.is_set():
                 killed.set()
                 os.killpg(first.pid, signal.SIGKILL)
 
@@ -137,4 +137,4 @@ def test_worker_killed_mid_sync_loses_nothing(emulator, redis_url, days_ago, tmp
     repo = TrackedRepository.objects.get()
     assert repo.sync_checkpoint is None and repo.sync_lease_owner == ""
     # At most the interrupted page was done again.
-    assert emulator.count_requests(path_contains="/pulls/") <= 400 + 100
+    assert len(builders.detail_fetches(emulator)) <= 400 + 100

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,8 @@ import requests
 import urllib3
 from django.conf import settings
 from github import Auth, Github
+
+from apps.integrations.services.pacing import TokenPacer, pacer_for_token
 
 if TYPE_CHECKING:
     from apps.integrations.models import GitHubIntegration
@@ -200,6 +202,7 @@ class GitHubClient:
     """
 
     github: Github
+    pacer: TokenPacer | None = None
     requests_made: int = 0
     last_headers: dict[str, str] = field(default_factory=dict)
     after_request: Callable[[], None] | None = None
@@ -218,6 +221,8 @@ class GitHubClient:
     ) -> Response:
         """Send one request; return it if its status is in ``ok``, else raise a GitHubError."""
         requester = self.github.requester
+        if self.pacer is not None:
+            self.pacer.wait()
         self.requests_made += 1
         try:
             status, response_headers, text = requester.requestJson(
@@ -245,7 +250,8 @@ class GitHubClient:
                 self.after_request()
             return Response(status=status, headers=response_headers, data=data)
         error = error_from_response(status, response_headers, data)
-        logger.info(
+        # DEBUG: the typed error reaches the caller, which decides what is worth reporting.
+        logger.debug(
             "github.request_failed",
             extra={"method": method, "path": path, "status": status, "error": type(error).__name__},
         )
@@ -270,10 +276,13 @@ class GitHubClient:
         per_page: int = 100,
         sort: str = "updated",
         direction: str = "asc",
-    ) -> list[dict[str, Any]]:
+        etag: str | None = None,
+    ) -> IssuesPage:
         """https://docs.github.com/rest/issues/issues#list-repository-issues
 
-        One page of issues and pull requests (state=all) updated at or after ``since``.
+        One page of issues and pull requests (state=all) updated at or after ``since``. With
+        ``etag`` the request is conditional: an unchanged page answers 304, which GitHub does
+        not count against the rate limit, and comes back as ``not_modified``.
         """
         params: dict[str, Any] = {
             "state": "all",
@@ -284,11 +293,102 @@ class GitHubClient:
         }
         if since is not None:
             params["since"] = format_github_time(since)
-        return self.request("GET", f"/repos/{full_name}/issues", params=params).data
+        response = self.request(
+            "GET",
+            f"/repos/{full_name}/issues",
+            params=params,
+            headers={"If-None-Match": etag} if etag else None,
+            ok=(200, 304),
+        )
+        if response.status == 304:
+            return IssuesPage(items=[], etag=etag, not_modified=True)
+        return IssuesPage(items=response.data or [], etag=response.headers.get("etag"))
 
     def get_pull(self, full_name: str, number: int) -> dict[str, Any]:
         """https://docs.github.com/rest/pulls/pulls#get-a-pull-request"""
         return self.request("GET", f"/repos/{full_name}/pulls/{number}").data
+
+    def get_pulls_details(self, full_name: str, numbers: Sequence[int]) -> PullDetails:
+        """https://docs.github.com/graphql/reference/objects#pullrequest
+
+        Detail fields of up to 100 pull requests in one GraphQL query (one alias per number;
+        GitHub charges about one point per 100 nodes). A number GitHub cannot resolve (e.g. a
+        PR transferred away) is reported in ``missing`` while the others keep their data:
+        PyGithub's ``graphql_query`` would raise and drop them all, so errors are read here.
+        """
+        if len(numbers) > MAX_GRAPHQL_ALIASES:
+            raise ValueError(f"at most {MAX_GRAPHQL_ALIASES} pull requests per query")
+        owner, name = full_name.split("/", 1)
+        aliases = "\n".join(
+            f"    pr{number}: pullRequest(number: {int(number)}) {{ ...PullRequestDetail }}"
+            for number in numbers
+        )
+        query = _PULLS_QUERY.replace("__ALIASES__", aliases)
+        response = self.request(
+            "POST",
+            self.github.requester.graphql_url,
+            body={"query": query, "variables": {"owner": owner, "name": name}},
+        )
+        body = response.data or {}
+        missing: list[int] = []
+        for error in body.get("errors") or []:
+            kind = error.get("type")
+            path = error.get("path") or []
+            if kind == "RATE_LIMITED":
+                raise error_from_response(
+                    403,
+                    {"x-ratelimit-remaining": "0", **response.headers},
+                    {"message": f"API rate limit exceeded (GraphQL): {error.get('message', '')}"},
+                )
+            if kind == "NOT_FOUND" and len(path) == 2 and str(path[1]).startswith("pr"):
+                missing.append(int(str(path[1])[2:]))
+            elif kind == "NOT_FOUND":
+                raise GitHubNotFound(
+                    f"GitHub GraphQL: {error.get('message', 'not found')}", status=404
+                )
+            else:
+                message = f"GitHub GraphQL error: {error.get('message', 'unknown error')}"[:300]
+                lowered = message.lower()
+                # GitHub's timeouts and internal errors come back as 200 with an error entry
+                # ("Something went wrong while executing your query"); worth retrying. Anything
+                # else (a query GitHub cannot validate) would fail the same way every time.
+                if kind in {"INTERNAL", "SERVICE_UNAVAILABLE", "TIMEOUT"} or (
+                    "something went wrong" in lowered or "timeout" in lowered
+                ):
+                    raise GitHubTransientError(message)
+                raise GitHubRequestError(message)
+        repository = (body.get("data") or {}).get("repository") or {}
+        found = {
+            int(node["number"]): node for node in repository.values() if isinstance(node, dict)
+        }
+        return PullDetails(found=found, missing=missing)
+
+
+MAX_GRAPHQL_ALIASES = 100
+_PULLS_QUERY = """query($owner: String!, $name: String!) {
+  rateLimit { cost remaining resetAt limit }
+  repository(owner: $owner, name: $name) {
+__ALIASES__
+  }
+}
+fragment PullRequestDetail on PullRequest {
+  databaseId number title state isDraft createdAt updatedAt closedAt mergedAt
+  additions deletions changedFiles commits { totalCount }
+  baseRefName headRefName url author { login }
+}"""
+
+
+@dataclass(frozen=True)
+class IssuesPage:
+    items: list[dict[str, Any]]
+    etag: str | None
+    not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class PullDetails:
+    found: dict[int, dict[str, Any]]
+    missing: list[int]
 
 
 def format_github_time(value: datetime) -> str:
@@ -319,11 +419,12 @@ def client_for_token(token: str) -> GitHubClient:
         # typed errors instead of sleeping this thread; transient errors are retried by the
         # task layer with backoff, where a worker is not blocked meanwhile.
         retry=None,
-        seconds_between_requests=settings.GITHUB_SECONDS_BETWEEN_REQUESTS or None,
+        # PyGithub's throttle is per client object; pacing is per token across all workers.
+        seconds_between_requests=None,
         seconds_between_writes=None,
         lazy=True,
     )
-    return GitHubClient(github=github)
+    return GitHubClient(github=github, pacer=pacer_for_token(token))
 
 
 def client_for_integration(integration: GitHubIntegration) -> GitHubClient:

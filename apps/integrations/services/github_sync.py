@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -55,6 +55,7 @@ from apps.integrations.services.github_client import (
     GitHubClient,
     GitHubDeepPaginationError,
     GitHubNotFound,
+    IssuesPage,
     client_for_integration,
     parse_github_time,
 )
@@ -227,13 +228,14 @@ def _run_pass(
             _save_position(tracked_repo, checkpoint=checkpoint)
             return
         try:
-            items = client.list_issues_page(
+            page = client.list_issues_page(
                 tracked_repo.full_name,
                 since=checkpoint.since,
                 page=checkpoint.page,
                 per_page=PER_PAGE,
                 sort=checkpoint.order,
                 direction="asc",
+                etag=_known_etag(tracked_repo, checkpoint),
             )
         except GitHubDeepPaginationError:
             if checkpoint.order != "created":
@@ -246,62 +248,91 @@ def _run_pass(
             continue
         pages_this_call += 1
         result.pages += 1
+        if page.not_modified:
+            # The listing at the watermark is exactly what it was when the last pass ended:
+            # nothing changed, and GitHub did not charge for asking.
+            result.complete = True
+            result.watermark = tracked_repo.sync_watermark
+            return
 
+        items = page.items
         changed = _fetch_changed(
             client=client, tracked_repo=tracked_repo, items=items, result=result
         )
-        next_checkpoint, finished_watermark = _next_position(
-            client, tracked_repo, checkpoint, items
-        )
+        position = _next_position(client, tracked_repo, checkpoint, page)
         # The page's rows and the position after it commit together: a pass killed at any
         # point resumes from the last committed page, never past unstored data.
         with transaction.atomic():
             result.prs_upserted += pull_requests_upsert(
                 tracked_repo=tracked_repo, pull_requests=changed
             )
-            if finished_watermark is not None:
-                _save_position(tracked_repo, checkpoint=None, watermark=finished_watermark)
-                result.watermark = finished_watermark
+            if position.watermark is not None:
+                _save_position(
+                    tracked_repo,
+                    checkpoint=None,
+                    watermark=position.watermark,
+                    etag=position.etag,
+                )
+                result.watermark = position.watermark
             else:
-                _save_position(tracked_repo, checkpoint=next_checkpoint)
+                _save_position(tracked_repo, checkpoint=position.checkpoint)
         if progress is not None:
             result.requests_used = client.requests_made - requests_before
             result.duration = time.monotonic() - result.started
             progress(result)
-        if finished_watermark is not None:
+        if position.watermark is not None:
             result.complete = True
             return
-        checkpoint = next_checkpoint
+        checkpoint = position.checkpoint
+
+
+def _known_etag(tracked_repo: TrackedRepository, checkpoint: Checkpoint) -> str | None:
+    """The stored ETag, if this request is the one it was taken from."""
+    same_request = (
+        checkpoint.order == "updated"
+        and checkpoint.page == 1
+        and checkpoint.since == tracked_repo.sync_watermark
+    )
+    return (tracked_repo.sync_listing_etag or None) if same_request else None
+
+
+class _Position(NamedTuple):
+    checkpoint: Checkpoint
+    watermark: datetime | None = None  # set when the pass is finished
+    etag: str = ""  # of the finishing request, when it is the next pass's first request
 
 
 def _next_position(
     client: GitHubClient,
     tracked_repo: TrackedRepository,
     checkpoint: Checkpoint,
-    items: list[dict[str, Any]],
-) -> tuple[Checkpoint, datetime | None]:
-    """Where the pass goes after ``items``: the next checkpoint, or the final watermark."""
+    page: IssuesPage,
+) -> _Position:
+    """Where the pass goes after ``page``: the next checkpoint, or the final watermark."""
+    items = page.items
     last = parse_github_time(items[-1]["updated_at"]) if items else None
 
     if checkpoint.order == "created":
         if len(items) < PER_PAGE:
-            return checkpoint, checkpoint.ceiling or checkpoint.since
-        return _replace(checkpoint, page=checkpoint.page + 1), None
+            return _Position(checkpoint, watermark=checkpoint.ceiling or checkpoint.since)
+        return _Position(_replace(checkpoint, page=checkpoint.page + 1))
 
-    if len(items) < PER_PAGE:
-        # The end of the listing: every record updated before ``last`` is stored, and any
-        # edit from now on gets an updated_at at or after it.
-        watermark = max(last, checkpoint.since) if last else checkpoint.since
-        return checkpoint, watermark
+    if len(items) < PER_PAGE and (last is None or last <= checkpoint.since):
+        # The end of the listing, and a page that starts at its own last updated_at: every
+        # record updated before it is stored, any edit from now on gets an updated_at at or
+        # after it, and this very request is the next pass's first, so its ETag lets that
+        # pass learn "nothing changed" from a free 304.
+        reusable = checkpoint.page == 1 and page.etag
+        return _Position(checkpoint, watermark=checkpoint.since, etag=page.etag if reusable else "")
     if last > checkpoint.since:
-        return Checkpoint(kind=checkpoint.kind, since=last), None
+        # Keyset step; on a short page it is one more request that ends the pass at ``last``.
+        return _Position(Checkpoint(kind=checkpoint.kind, since=last))
     # A full page all at ``since``: more records share this second than a page holds.
     if checkpoint.tie_offsets:
-        return _replace(checkpoint, page=checkpoint.page + 1), None
+        return _Position(_replace(checkpoint, page=checkpoint.page + 1))
     ceiling = _newest_update(client, tracked_repo.full_name, since=checkpoint.since)
-    return (
-        Checkpoint(kind=checkpoint.kind, since=checkpoint.since, order="created", ceiling=ceiling),
-        None,
+    return _Position(
+        Checkpoint(kind=checkpoint.kind, since=checkpoint.since, order="created", ceiling=ceiling)
     )
 
 
@@ -312,7 +343,7 @@ def _replace(checkpoint: Checkpoint, **changes: Any) -> Checkpoint:
 def _newest_update(client: GitHubClient, full_name: str, *, since: datetime) -> datetime:
     newest = client.list_issues_page(
         full_name, since=since, page=1, per_page=1, sort="updated", direction="desc"
-    )
+    ).items
     return parse_github_time(newest[0]["updated_at"]) if newest else since
 
 
@@ -339,6 +370,17 @@ def _fetch_changed(
             result.items_skipped += 1
         else:
             changed.append(number)
+
+    if settings.GITHUB_PR_DETAILS == "graphql" and changed:
+        details = client.get_pulls_details(tracked_repo.full_name, changed)
+        for number in details.missing:
+            # Listed as a PR a moment ago, gone now (e.g. transferred): nothing to store.
+            logger.warning(
+                "repo_sync.pull_vanished", extra={"repo_id": tracked_repo.pk, "number": number}
+            )
+        result.items_skipped += len(details.missing)
+        result.details_fetched += len(details.found)
+        return [PullRequestData.from_graphql(node) for node in details.found.values()]
 
     fetched: list[PullRequestData] = []
     try:
@@ -371,10 +413,13 @@ def _save_position(
     *,
     checkpoint: Checkpoint | None,
     watermark: datetime | None = None,
+    etag: str = "",
 ) -> None:
     updates: dict[str, Any] = {"sync_checkpoint": checkpoint.to_json() if checkpoint else None}
     if watermark is not None:
+        # The ETag belongs to the listing at this watermark and is replaced with it.
         updates["sync_watermark"] = watermark
+        updates["sync_listing_etag"] = etag
     TrackedRepository.objects.filter(pk=tracked_repo.pk).update(**updates)
     for name, value in updates.items():
         setattr(tracked_repo, name, value)

@@ -62,6 +62,33 @@ class PullRequestData:
             html_url=data.get("html_url") or "",
         )
 
+    @classmethod
+    def from_graphql(cls, node: dict[str, Any]) -> PullRequestData:
+        """From the GraphQL ``PullRequest`` fields of ``github_client.get_pulls_details``.
+
+        GraphQL says MERGED where REST says closed; ``state`` keeps REST's open/closed.
+        """
+        author = node.get("author") or {}
+        return cls(
+            github_id=int(node["databaseId"]),
+            number=int(node["number"]),
+            title=node.get("title") or "",
+            state="open" if str(node["state"]).upper() == "OPEN" else "closed",
+            is_draft=bool(node.get("isDraft")),
+            author_login=author.get("login") or "ghost",
+            github_created_at=parse_github_time(node["createdAt"]),
+            github_updated_at=parse_github_time(node["updatedAt"]),
+            closed_at=parse_github_time(node.get("closedAt")),
+            merged_at=parse_github_time(node.get("mergedAt")),
+            additions=int(node.get("additions") or 0),
+            deletions=int(node.get("deletions") or 0),
+            changed_files=int(node.get("changedFiles") or 0),
+            commits=int((node.get("commits") or {}).get("totalCount") or 0),
+            base_ref=node.get("baseRefName") or "",
+            head_ref=node.get("headRefName") or "",
+            html_url=node.get("url") or "",
+        )
+
 
 _DATA_FIELDS = [f for f in PullRequestData.__dataclass_fields__]
 _INSERT_FIELDS = ["team", "tracked_repo", *_DATA_FIELDS, "created_at", "updated_at"]
