@@ -6,9 +6,10 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.integrations.models import PullRequest, TrackedRepository
@@ -91,6 +92,11 @@ class PullRequestData:
 
 
 _DATA_FIELDS = [f for f in PullRequestData.__dataclass_fields__]
+_DATETIME_INDEXES = [
+    i
+    for i, name in enumerate(_DATA_FIELDS)
+    if isinstance(PullRequest._meta.get_field(name), models.DateTimeField)
+]
 _INSERT_FIELDS = ["team", "tracked_repo", *_DATA_FIELDS, "created_at", "updated_at"]
 # On conflict every GitHub field and the row's updated_at change; team, tracked_repo and the
 # row's created_at keep what the first insert wrote.
@@ -138,45 +144,43 @@ def pull_requests_upsert(
     Returns how many rows were inserted or changed (rows skipped because the stored copy is
     newer do not count).
     """
-    meta = PullRequest._meta
-    fields = [meta.get_field(name) for name in _INSERT_FIELDS]
-    per_statement = _max_rows_per_statement(len(fields))
-    now = timezone.now()
+    conn = transaction.get_connection()
+    per_statement = _max_rows_per_statement(len(_INSERT_FIELDS))
+    # Values are adapted here rather than through each field's get_db_prep_save: that path
+    # costs ~20 function calls per value and was 90% of the write time. Integers, strings
+    # and booleans go to the driver as they are; only datetimes need the backend's adapter
+    # (UTC text on SQLite, aware datetimes on PostgreSQL).
+    adapt = conn.ops.adapt_datetimefield_value
+    now = adapt(timezone.now())
+    head = (tracked_repo.team_id, tracked_repo.pk)
+    tail = (now, now)
+    values_of = attrgetter(*_DATA_FIELDS)
     written = 0
 
-    def prepared(pr: PullRequestData) -> list[Any]:
-        values = {
-            "team": tracked_repo.team_id,
-            "tracked_repo": tracked_repo.pk,
-            "created_at": now,
-            "updated_at": now,
-            **{name: getattr(pr, name) for name in _DATA_FIELDS},
-        }
-        return [
-            field.get_db_prep_save(values[name], connection)
-            for name, field in zip(_INSERT_FIELDS, fields, strict=True)
-        ]
-
-    batch: list[PullRequestData] = []
-
-    def flush() -> None:
+    def flush(batch: list[PullRequestData]) -> None:
         nonlocal written
-        if not batch:
-            return
         params: list[Any] = []
         for pr in batch:
-            params.extend(prepared(pr))
-        with connection.cursor() as cursor:
+            values = list(values_of(pr))
+            for index in _DATETIME_INDEXES:
+                if values[index] is not None:
+                    values[index] = adapt(values[index])
+            params.extend(head)
+            params.extend(values)
+            params.extend(tail)
+        with conn.cursor() as cursor:
             cursor.execute(_upsert_sql(len(batch)), params)
             written += max(cursor.rowcount, 0)
-        batch.clear()
 
     with transaction.atomic():
+        batch: list[PullRequestData] = []
         for pr in pull_requests:
             batch.append(pr)
             if len(batch) >= per_statement:
-                flush()
-        flush()
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
     return written
 
 
