@@ -4,7 +4,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: help deps redis-server lint format test demo
+.PHONY: help deps redis-server lint format test demo bench
 
 help:
 	@echo "make test   - install what is missing, run ruff and the whole test suite"
@@ -34,3 +34,6 @@ test: deps redis-server lint
 
 demo: deps redis-server
 	$(UV) run python -m demo
+
+bench: deps redis-server
+	$(UV) run python -m bench

@@ -1,0 +1,119 @@
+"""The benchmark's throwaway environment: a work directory, redis-server, Django.
+
+Everything lives in ``.bench/`` at the project root and is recreated on every run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKDIR = ROOT / ".bench"
+DATABASE = WORKDIR / "bench.sqlite3"
+
+
+class BenchSetupError(Exception):
+    """The benchmark cannot start; the message says why."""
+
+
+def fresh_workdir() -> Path:
+    """``.bench/`` with no database left from an earlier run (git ignores its contents)."""
+    WORKDIR.mkdir(exist_ok=True)
+    (WORKDIR / ".gitignore").write_text("*\n")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{DATABASE}{suffix}").unlink(missing_ok=True)
+    return WORKDIR
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis() -> tuple[subprocess.Popen, str]:
+    """A redis-server on a free loopback port, no persistence; returns (process, URL)."""
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise BenchSetupError("redis-server is not installed (make bench installs it)")
+    port = _free_port()
+    redis_dir = WORKDIR / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    process = subprocess.Popen(
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(redis_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return process, url
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                stop_process(process)
+                raise BenchSetupError("redis-server did not start") from None
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def setup_django(*, github_api_url: str, redis_url: str) -> None:
+    """Configure the project from the environment, as production does, then migrate.
+
+    The Dramatiq broker is built from settings during ``django.setup()``, so ``REDIS_URL``
+    must be in the environment before it. ``GITHUB_SECONDS_BETWEEN_REQUESTS`` is left alone
+    (the project's default unless the caller's environment sets it).
+    """
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "tformance.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
+            "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "DATABASE_URL": f"sqlite:///{DATABASE}",
+            "GITHUB_API_URL": github_api_url,
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        }
+    )
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
