@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+
+from tformance.localredis import LocalRedisError, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / ".bench"
@@ -33,53 +32,13 @@ def fresh_workdir() -> Path:
     return WORKDIR
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_redis() -> tuple[subprocess.Popen, str]:
     """A redis-server on a free loopback port, no persistence; returns (process, URL)."""
-    import redis
-
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise BenchSetupError("redis-server is not installed (make bench installs it)")
-    port = _free_port()
-    redis_dir = WORKDIR / "redis"
-    redis_dir.mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        [
-            executable,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(redis_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return process, url
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                stop_process(process)
-                raise BenchSetupError("redis-server did not start") from None
-            time.sleep(0.05)
-        finally:
-            client.close()
+    try:
+        server = start_redis_server(WORKDIR / "redis")
+    except LocalRedisError as exc:
+        raise BenchSetupError(str(exc)) from None
+    return server.process, server.url
 
 
 def stop_process(process: subprocess.Popen | None) -> None:

@@ -37,7 +37,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from apps.integrations.emulator import GitHubEmulator, RequestRecord
+from tformance.localredis import LocalRedisError, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / ".demo"
@@ -196,40 +196,15 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_redis(stack: contextlib.ExitStack) -> str:
     """A redis-server on a free loopback port, without persistence; returns its URL."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise DemoFailed("redis-server is not installed (make demo installs it)")
-    directory = WORKDIR / "redis"
-    directory.mkdir()
-    port = free_port()
-    with (directory / "redis.log").open("w") as log:
-        process = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(directory)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C must not stop it before the worker
-        )
-    stack.callback(stop_redis, process)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return url
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise DemoFailed(f"redis-server did not start on port {port}") from None
-            time.sleep(0.05)
+    try:
+        # Its own session: a terminal's Ctrl-C must not stop it before the worker.
+        server = start_redis_server(WORKDIR / "redis", new_session=True)
+    except LocalRedisError as exc:
+        raise DemoFailed(str(exc)) from None
+    stack.callback(stop_redis, server.process)
+    return server.url
 
 
 def start_worker(env: dict[str, str], stack: contextlib.ExitStack) -> subprocess.Popen:
