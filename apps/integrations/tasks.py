@@ -31,6 +31,7 @@ from apps.integrations.services.github_client import (
     GitHubPrimaryRateLimit,
     GitHubRateLimited,
     GitHubRequestError,
+    GitHubSecondaryRateLimit,
     GitHubUnauthorized,
     secondary_backoff,
 )
@@ -95,9 +96,10 @@ def _defer(tracked_repo_id: int, limit: GitHubRateLimited, secondary_limits: int
         # GitHub: wait Retry-After when given; otherwise at least a minute, backing off
         # exponentially while the limit persists.
         secondary_limits += 1
+        assert isinstance(limit, GitHubSecondaryRateLimit)
         wait = (
             limit.retry_after
-            if getattr(limit, "from_header", False)
+            if limit.from_header
             else secondary_backoff(secondary_limits, floor=limit.retry_after)
         )
         retry_at = now + timedelta(seconds=wait) + jitter
