@@ -302,12 +302,7 @@ class Store:
             if limit is not None:
                 state.limit = limit
             state.remaining = max(0, min(remaining, state.limit))
-            if reset_at is None:
-                state.reset = epoch(self.now()) + RATE_WINDOW_SECONDS
-            elif isinstance(reset_at, datetime):
-                state.reset = epoch(to_utc(reset_at))
-            else:
-                state.reset = int(reset_at)
+            state.reset = self._reset_epoch(reset_at)
             state.window += 1
             return copy.copy(state)
 
@@ -324,13 +319,16 @@ class Store:
             if limit is not None:
                 state.graphql_limit = limit
             state.graphql_remaining = max(0, min(remaining, state.graphql_limit))
-            if reset_at is None:
-                state.graphql_reset = epoch(self.now()) + RATE_WINDOW_SECONDS
-            elif isinstance(reset_at, datetime):
-                state.graphql_reset = epoch(to_utc(reset_at))
-            else:
-                state.graphql_reset = int(reset_at)
+            state.graphql_reset = self._reset_epoch(reset_at)
             return copy.copy(state)
+
+    def _reset_epoch(self, reset_at: datetime | int | None) -> int:
+        """A window's reset time in epoch seconds: given, or a full window from now."""
+        if reset_at is None:
+            return epoch(self.now()) + RATE_WINDOW_SECONDS
+        if isinstance(reset_at, datetime):
+            return epoch(to_utc(reset_at))
+        return int(reset_at)
 
     def token_state(self, token: str | None) -> TokenState | None:
         """The live state of a valid token (windows refilled if due) or None."""
