@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.integrations.emulator import GitHubEmulator
+from apps.integrations.emulator.realistic import realistic_pull_fields
 from apps.integrations.models import (
     GitHubIntegration,
     IntegrationCredential,
@@ -34,7 +35,6 @@ from bench.measure import Phase, RequestTally, measure
 OURS_TOKEN = "ghp_benchours0000000000000000000000000001"  # noqa: S105
 SEED_TOKEN = "ghp_benchseed0000000000000000000000000002"  # noqa: S105
 MEMORY_TOKEN = "ghp_benchmemory00000000000000000000000003"  # noqa: S105
-AUTHORS = ["alice", "bob", "carol", "dave", "erin", "frank", None]  # None: a deleted account
 WINDOW_DAYS = 90  # the project's GITHUB_SYNC_DAYS_BACK default; the seeded window is inside it
 
 
@@ -89,19 +89,8 @@ def seed_repository(
             if not is_pull:
                 emu.add_issue(full_name, author="alice", created_at=created, updated_at=updated)
                 continue
-            fate = rng.random()
             emu.add_pull(
-                full_name,
-                title=f"{rng.choice(['Fix', 'Add', 'Refactor', 'Bump'])} thing {i}",
-                author=rng.choice(AUTHORS),
-                created_at=created,
-                updated_at=updated,
-                draft=fate < 0.08,
-                state="merged" if fate > 0.35 else ("closed" if fate > 0.25 else "open"),
-                additions=rng.randint(1, 800),
-                deletions=rng.randint(0, 400),
-                changed_files=rng.randint(1, 40),
-                commits=rng.randint(1, 12),
+                full_name, created_at=created, updated_at=updated, **realistic_pull_fields(rng, i)
             )
 
     def shuffled(n_pulls: int, n_issues: int) -> list[bool]:

@@ -50,6 +50,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from apps.integrations.emulator import GitHubEmulator, RequestRecord
+from apps.integrations.emulator.realistic import AUTHORS, realistic_pull_fields
 from tformance.localredis import LocalRedisError, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,6 @@ DATABASE = WORKDIR / "demo.sqlite3"
 WORKER_LOG = WORKDIR / "worker.log"
 QUEUE = "github_sync"  # apps.integrations.tasks.QUEUE
 BUSY = {"queued", "syncing", "rate_limited"}
-AUTHORS = ["alice", "bob", "carol", "dave", "erin", "frank", None]  # None: a deleted account
 TOKENS = {
     "ACME_TOKEN": "ghp_demoacme000000000000000000000000001",
     "GLOBEX_TOKEN": "ghp_demoglobex0000000000000000000000002",
@@ -93,20 +93,8 @@ def seed(emu: GitHubEmulator, full_name: str, *, pulls: int, issues: int, rng: r
     for i in range(pulls):
         created = now - timedelta(days=rng.uniform(0, 150))
         updated = min(now, created + timedelta(hours=rng.uniform(1, 240)))
-        fate = rng.random()
         emu.add_pull(
-            full_name,
-            title=f"{rng.choice(['Fix', 'Add', 'Refactor', 'Bump', 'Document'])} "
-            f"{rng.choice(['login', 'billing', 'search', 'CI', 'caching', 'exports'])} #{i}",
-            author=rng.choice(AUTHORS),
-            created_at=created,
-            updated_at=updated,
-            draft=fate < 0.08,
-            state="merged" if fate > 0.35 else ("closed" if fate > 0.25 else "open"),
-            additions=rng.randint(1, 800),
-            deletions=rng.randint(0, 400),
-            changed_files=rng.randint(1, 40),
-            commits=rng.randint(1, 12),
+            full_name, created_at=created, updated_at=updated, **realistic_pull_fields(rng, i)
         )
 
 
