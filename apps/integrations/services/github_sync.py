@@ -27,6 +27,15 @@ the stretch ends. Should even that stretch exceed GitHub's deep-page limit, the 
 to offset pages in updated order for the tie group (the only place a concurrent edit could
 still shift a record; noted in the README).
 
+Cost
+----
+The changed PRs of a page get their detail fields from one GraphQL query (up to 100 aliases,
+about one point); ``GITHUB_PR_DETAILS=rest`` fetches them one ``GET /pulls/N`` at a time. A
+pass ends on a page that starts at its own last ``updated_at``, which is exactly the next
+pass's first request: its ETag is kept with the watermark, and the next pass sends it as
+``If-None-Match``. If nothing changed GitHub answers 304, free of rate limit. Only a page that
+held the whole listing is trusted that way: behind a full page, an edit would not change it.
+
 Watermark and checkpoint
 ------------------------
 ``sync_watermark`` is where the next pass starts. It is always a GitHub ``updated_at`` value,
