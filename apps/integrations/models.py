@@ -1,9 +1,22 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Lower
 
 from apps.integrations.fields import EncryptedSecretField
-from apps.teams.models import BaseTeamModel
+from apps.teams.models import BaseTeamModel, TeamScopedQuerySet
+
+
+class TrackedRepositoryQuerySet(TeamScopedQuerySet):
+    def named(self, full_name: str) -> TrackedRepositoryQuerySet:
+        """Repositories called ``full_name``, ignoring case as GitHub does.
+
+        Compares ``lower(full_name)`` so the expression index below serves it (``iexact``
+        compiles to LIKE/UPPER, which no index covers).
+        """
+        return self.annotate(_lower_name=Lower("full_name")).filter(
+            _lower_name=full_name.strip().lower()
+        )
 
 
 class GitHubIntegration(BaseTeamModel):
@@ -56,6 +69,8 @@ class TrackedRepository(BaseTeamModel):
         GitHubIntegration, on_delete=models.CASCADE, related_name="repositories"
     )
     github_repo_id = models.BigIntegerField()
+
+    objects = TrackedRepositoryQuerySet.as_manager()
     full_name = models.CharField(max_length=255)
     is_active = models.BooleanField(default=True)
     webhook_id = models.BigIntegerField(null=True, blank=True)
@@ -104,7 +119,7 @@ class TrackedRepository(BaseTeamModel):
             # Fan-out and admin filters.
             models.Index(fields=["is_active", "sync_status"], name="trackedrepo_active_status"),
             # sync_repo matches names case-insensitively.
-            models.Index(models.functions.Lower("full_name"), name="trackedrepo_lower_name"),
+            models.Index(Lower("full_name"), name="trackedrepo_lower_name"),
         ]
 
     def __str__(self) -> str:

@@ -82,11 +82,7 @@ def repository_track(
         reconnected = not was_connected
         sync_outcome.integration_reconnected(integration=integration)
 
-        existing = (
-            TrackedRepository.objects.for_team(team)
-            .filter(full_name__iexact=repo["full_name"])
-            .first()
-        )
+        existing = TrackedRepository.objects.for_team(team).named(repo["full_name"]).first()
         if existing is not None:
             if not existing.is_active:
                 existing.is_active = True

@@ -114,9 +114,7 @@ class Command(OperatorCommand):
         self.stdout.write(result.summary())
 
     def _find(self, full_name: str, team: str | None) -> TrackedRepository:
-        matches = TrackedRepository.objects.select_related("team", "integration").filter(
-            full_name__iexact=full_name.strip()
-        )
+        matches = TrackedRepository.objects.select_related("team", "integration").named(full_name)
         if team:
             matches = matches.filter(team__slug=team)
         found = list(matches[:10])
