@@ -86,6 +86,8 @@ def test_workers_sharing_a_token_are_paced_through_redis(emulator, redis_url, se
     for thread in threads:
         thread.join()
 
-    gaps = [b - a for a, b in zip(sorted(arrivals), sorted(arrivals)[1:], strict=False)]
+    # Six requests on one token take at least five intervals however the two workers
+    # interleave (unpaced, they all land within a few milliseconds). Individual gaps are not
+    # asserted: a request may leave a little after its slot on a loaded machine.
     assert len(arrivals) == 6
-    assert min(gaps) >= 0.08
+    assert max(arrivals) - min(arrivals) >= 0.4

@@ -208,7 +208,9 @@ def test_skipped_message_changes_nothing(stub_broker, stub_worker, repo, emulato
 
 
 def test_five_messages_for_one_repository_cost_one_sync(stub_broker, repo, emulator):
-    emulator.latency = 0.02
+    # The sync takes about a second, so all five threads pick their message while it runs
+    # (a message picked after it ended would rightly start a new sync).
+    emulator.latency = 0.2
     for _ in range(5):
         sync_repository.send(repo.pk)
     worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=5)
