@@ -185,7 +185,7 @@ def test_standby_takes_over_after_the_leader_is_killed(redis_url, tmp_path):
 
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(timeout=5)
-            second.wait_for("scheduler.leading", timeout=5)
+            second.wait_for("scheduler.leading", timeout=10)
 
             assert client.get(LEADER_KEY) not in (None, first_token)
 
