@@ -63,9 +63,14 @@ PERMANENT_ERRORS = (
 )
 def sync_repository(tracked_repo_id: int, full: bool = False, secondary_limits: int = 0) -> dict:
     """Sync one tracked repository (incremental, or full when never synced or ``full``)."""
+    message = CurrentMessage.get_current_message()
     try:
         outcome = repository_sync_job(
-            tracked_repo_id=tracked_repo_id, requested_at=_requested_at(), full=full
+            tracked_repo_id=tracked_repo_id,
+            requested_at=_requested_at(message),
+            # Retries and redeliveries keep the message id: a full sync they repeat resumes.
+            request_id=message.message_id if message else "",
+            full=full,
         )
     except GitHubRateLimited as limit:
         return _defer(tracked_repo_id, limit, secondary_limits)
@@ -119,10 +124,9 @@ def _defer(tracked_repo_id: int, limit: GitHubRateLimited, secondary_limits: int
     return {"action": "deferred", "retry_at": retry_at.isoformat()}
 
 
-def _requested_at() -> datetime | None:
-    """When the current message was sent, rounded up: the timestamp is truncated to the
+def _requested_at(message: dramatiq.Message | None) -> datetime | None:
+    """When the message was sent, rounded up: the timestamp is truncated to the
     millisecond, and a lease taken within that millisecond must count as "not after"."""
-    message = CurrentMessage.get_current_message()
     if message is None:
         return None
     return datetime.fromtimestamp((message.message_timestamp + 1) / 1000, tz=UTC)

@@ -564,3 +564,27 @@ def test_full_page_at_the_watermark_keeps_no_etag(emulator, days_ago):
 
     assert repo.sync_listing_etag == ""
     assert PullRequest.objects.get(tracked_repo=repo, number=140).title == "Behind the first page"
+
+
+def test_full_sync_retried_by_the_same_request_resumes_its_pass(emulator, days_ago):
+    emulator.generate_pulls(REPO, 350, start=days_ago(40), step=timedelta(minutes=30))
+    repo = builders.tracked_repo(emulator, REPO)
+    _on_listing(emulator, 3, lambda: emulator.fail_next(status=502, path_contains="/issues"))
+    with pytest.raises(GitHubTransientError):
+        sync(repo, full=True, request_id="message-1")
+    emulator.clear_requests()
+
+    retried = sync(repo, full=True, request_id="message-1")
+
+    assert retried.resumed and retried.complete
+    assert len(detail_fetches(emulator)) == 350 - 199  # pages 1 and 2 were not redone
+
+
+def test_full_sync_asked_by_a_new_request_starts_over(emulator, days_ago):
+    emulator.generate_pulls(REPO, 350, start=days_ago(40), step=timedelta(minutes=30))
+    repo = builders.tracked_repo(emulator, REPO)
+    sync(repo, max_pages=2, request_id="message-1")
+
+    again = sync(repo, full=True, request_id="message-2")
+
+    assert again.kind == "full" and not again.resumed and again.complete

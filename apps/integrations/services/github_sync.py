@@ -96,6 +96,9 @@ class Checkpoint:
     ceiling: datetime | None = None
     # Offset pages in updated order are allowed (deep-page fallback inside a tie group).
     tie_offsets: bool = False
+    # Id of the request (message) that started the pass: a retry of that same request
+    # resumes the pass instead of starting it over.
+    origin: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +115,7 @@ class Checkpoint:
             order=data.get("order", "updated"),
             ceiling=datetime.fromisoformat(data["ceiling"]) if data.get("ceiling") else None,
             tie_offsets=bool(data.get("tie_offsets", False)),
+            origin=str(data.get("origin", "")),
         )
 
 
@@ -153,6 +157,7 @@ def repository_sync(
     heartbeat: Callable[[], None] | None = None,
     progress: ProgressCallback | None = None,
     client: GitHubClient | None = None,
+    request_id: str = "",
 ) -> SyncResult:
     """Bring ``tracked_repo``'s pull requests up to date with GitHub.
 
@@ -162,7 +167,9 @@ def repository_sync(
     ``max_pages`` and ``time_budget`` (seconds) bound the work: past either, the pass stops
     after the page in progress with ``complete=False`` and its checkpoint saved, to be
     continued by the next call. ``heartbeat`` is called after every GitHub answer (the task
-    layer renews its lease there; raising from it aborts the sync).
+    layer renews its lease there; raising from it aborts the sync). ``request_id`` names the
+    request: a full sync asked again by the same request (a retried or redelivered message)
+    resumes the pass it started instead of starting over.
 
     Raises the typed ``GitHubError``s of ``github_client``; whatever was stored before the
     error stays stored, and the checkpoint says where to continue.
@@ -172,12 +179,17 @@ def repository_sync(
     client.after_request = heartbeat
     requests_before = client.requests_made
 
-    checkpoint: Checkpoint | None = None
-    if tracked_repo.sync_checkpoint and not (full or all_history):
-        checkpoint = Checkpoint.from_json(tracked_repo.sync_checkpoint)
+    saved = (
+        Checkpoint.from_json(tracked_repo.sync_checkpoint) if tracked_repo.sync_checkpoint else None
+    )
+    restart = (full or all_history) and not (saved and request_id and saved.origin == request_id)
+    if saved is not None and not restart:
+        checkpoint = saved
         result = SyncResult(full_name=tracked_repo.full_name, kind=checkpoint.kind, resumed=True)
-    elif tracked_repo.sync_watermark is not None and not (full or all_history):
-        checkpoint = Checkpoint(kind="incremental", since=tracked_repo.sync_watermark)
+    elif tracked_repo.sync_watermark is not None and not restart:
+        checkpoint = Checkpoint(
+            kind="incremental", since=tracked_repo.sync_watermark, origin=request_id
+        )
         result = SyncResult(full_name=tracked_repo.full_name, kind="incremental")
     else:
         if all_history:
@@ -185,7 +197,7 @@ def repository_sync(
         else:
             days = settings.GITHUB_SYNC_DAYS_BACK if days_back is None else days_back
             since = timezone.now() - timedelta(days=days)
-        checkpoint = Checkpoint(kind="full", since=since.replace(microsecond=0))
+        checkpoint = Checkpoint(kind="full", since=since.replace(microsecond=0), origin=request_id)
         result = SyncResult(full_name=tracked_repo.full_name, kind="full")
 
     logger.info(
@@ -251,8 +263,8 @@ def _run_pass(
                 raise
             # More than ~10,000 records updated since a bulk edit: finish the tie group with
             # offset pages in updated order instead (see the module docstring).
-            checkpoint = Checkpoint(
-                kind=checkpoint.kind, since=checkpoint.since, page=2, tie_offsets=True
+            checkpoint = _replace(
+                checkpoint, order="updated", page=2, ceiling=None, tie_offsets=True
             )
             continue
         pages_this_call += 1
@@ -335,14 +347,12 @@ def _next_position(
         return _Position(checkpoint, watermark=checkpoint.since, etag=page.etag if reusable else "")
     if last > checkpoint.since:
         # Keyset step; on a short page it is one more request that ends the pass at ``last``.
-        return _Position(Checkpoint(kind=checkpoint.kind, since=last))
+        return _Position(_replace(checkpoint, since=last, page=1, tie_offsets=False))
     # A full page all at ``since``: more records share this second than a page holds.
     if checkpoint.tie_offsets:
         return _Position(_replace(checkpoint, page=checkpoint.page + 1))
     ceiling = _newest_update(client, tracked_repo.full_name, since=checkpoint.since)
-    return _Position(
-        Checkpoint(kind=checkpoint.kind, since=checkpoint.since, order="created", ceiling=ceiling)
-    )
+    return _Position(_replace(checkpoint, order="created", page=1, ceiling=ceiling))
 
 
 def _replace(checkpoint: Checkpoint, **changes: Any) -> Checkpoint:

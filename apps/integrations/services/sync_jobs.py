@@ -66,13 +66,15 @@ def repository_sync_job(
     *,
     tracked_repo_id: int,
     requested_at: datetime | None,
+    request_id: str = "",
     full: bool = False,
     time_budget: float | None = None,
 ) -> SyncJobOutcome:
     """Run one bounded slice of a sync of ``tracked_repo_id``, under its lease.
 
     ``requested_at`` is when the request (message) was made; it decides between dropping and
-    waiting when another sync holds the lease (see ``sync_lease``). GitHub errors propagate.
+    waiting when another sync holds the lease (see ``sync_lease``). ``request_id`` lets a
+    retried full sync resume its own pass. GitHub errors propagate.
     """
     repo, why_not = syncable_repository(tracked_repo_id)
     if repo is None:
@@ -95,6 +97,7 @@ def repository_sync_job(
             result = repository_sync(
                 tracked_repo=repo,
                 full=full,
+                request_id=request_id,
                 time_budget=(
                     settings.SYNC_MESSAGE_TIME_BUDGET_SECONDS
                     if time_budget is None
