@@ -76,10 +76,3 @@ def decrypt(ciphertext: str) -> str:
     except InvalidToken as exc:
         raise DecryptionError("no key in FIELD_ENCRYPTION_KEY decrypts this value") from exc
 
-
-def rotate(ciphertext: str) -> str:
-    """Re-encrypt with the first key (decrypting with any)."""
-    try:
-        return fernet().rotate(ciphertext.encode()).decode()
-    except InvalidToken as exc:
-        raise DecryptionError("no key in FIELD_ENCRYPTION_KEY decrypts this value") from exc
