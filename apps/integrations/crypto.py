@@ -75,4 +75,3 @@ def decrypt(ciphertext: str) -> str:
         return fernet().decrypt(ciphertext.encode()).decode()
     except InvalidToken as exc:
         raise DecryptionError("no key in FIELD_ENCRYPTION_KEY decrypts this value") from exc
-
