@@ -11,29 +11,16 @@ import pytest
 import requests
 
 from apps.integrations.emulator import GitHubEmulator
+from apps.integrations.services.github_client import pull_details_query
 
 from .conftest import TOKEN, make_github
 
 REPO = "acme/widgets"
-PULLS_QUERY = """query($owner: String!, $name: String!) {
-  rateLimit { cost remaining resetAt limit }
-  repository(owner: $owner, name: $name) {
-__ALIASES__
-  }
-}
-fragment PullRequestDetail on PullRequest {
-  databaseId number title state isDraft createdAt updatedAt closedAt mergedAt
-  additions deletions changedFiles commits { totalCount }
-  baseRefName headRefName url author { login }
-}"""
 
 
 def pulls_query(numbers: list[int]) -> str:
-    """The query the sync sends: one ``prN`` alias per number."""
-    aliases = "\n".join(
-        f"    pr{n}: pullRequest(number: {n}) {{ ...PullRequestDetail }}" for n in numbers
-    )
-    return PULLS_QUERY.replace("__ALIASES__", aliases)
+    """The query the sync sends (the client's own builder, so the two cannot drift)."""
+    return pull_details_query(numbers)
 
 
 def post_graphql(

@@ -319,11 +319,7 @@ class GitHubClient:
         if len(numbers) > MAX_GRAPHQL_ALIASES:
             raise ValueError(f"at most {MAX_GRAPHQL_ALIASES} pull requests per query")
         owner, name = full_name.split("/", 1)
-        aliases = "\n".join(
-            f"    pr{number}: pullRequest(number: {int(number)}) {{ ...PullRequestDetail }}"
-            for number in numbers
-        )
-        query = _PULLS_QUERY.replace("__ALIASES__", aliases)
+        query = pull_details_query(numbers)
         response = self.request(
             "POST",
             self.github.requester.graphql_url,
@@ -376,6 +372,15 @@ fragment PullRequestDetail on PullRequest {
   additions deletions changedFiles commits { totalCount }
   baseRefName headRefName url author { login }
 }"""
+
+
+def pull_details_query(numbers: Sequence[int]) -> str:
+    """The GraphQL query for the detail fields of ``numbers``: one ``prN`` alias each."""
+    aliases = "\n".join(
+        f"    pr{int(number)}: pullRequest(number: {int(number)}) {{ ...PullRequestDetail }}"
+        for number in numbers
+    )
+    return _PULLS_QUERY.replace("__ALIASES__", aliases)
 
 
 @dataclass(frozen=True)
