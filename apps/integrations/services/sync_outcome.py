@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,6 +20,7 @@ from apps.integrations.services.github_client import (
     GitHubError,
     GitHubRateLimited,
     GitHubUnauthorized,
+    format_github_time,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def safe_error_message(message: str) -> str:
 
 
 def rate_limited_message(retry_at: datetime) -> str:
-    return f"rate limited until {retry_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"rate limited until {format_github_time(retry_at)}"
 
 
 def _set(repo_ids: Iterable[int], **fields: object) -> int:

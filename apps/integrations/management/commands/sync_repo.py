@@ -13,6 +13,7 @@ from apps.integrations.services.github_client import (
     GitHubRateLimited,
     GitHubTransientError,
     GitHubUnauthorized,
+    format_github_time,
 )
 from apps.integrations.services.github_sync import SyncResult, repository_sync
 from apps.integrations.services.sync_lease import LeaseLost, lease_acquire, lease_holder
@@ -47,7 +48,7 @@ class Command(OperatorCommand):
         lease = lease_acquire(tracked_repo=tracked_repo)
         if lease is None:
             holder = lease_holder(tracked_repo=tracked_repo)
-            until = holder.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if holder else "soon"
+            until = format_github_time(holder.expires_at) if holder else "soon"
             self.fail(
                 f"{tracked_repo.full_name} is being synced by another process "
                 f"(its lease runs until {until}); try again later",
