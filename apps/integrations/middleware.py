@@ -66,6 +66,9 @@ class SyncOutcomeMiddleware(Middleware):
         from apps.integrations.services import sync_outcome
         from apps.integrations.services.github_client import GitHubError
 
+        action = result.get("action") if isinstance(result, dict) else None
+        if exception is None and action not in {"synced", "continue", "deferred"}:
+            return  # skipped, dropped or waiting: nothing to record, nothing to load
         repo = (
             TrackedRepository.objects.select_related("integration")
             .filter(pk=message.args[0])
@@ -74,7 +77,6 @@ class SyncOutcomeMiddleware(Middleware):
         if repo is None:
             return
         if exception is None:
-            action = result.get("action") if isinstance(result, dict) else None
             if action == "synced":
                 sync_outcome.repository_sync_succeeded(tracked_repo=repo)
             elif action == "continue":
