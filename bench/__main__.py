@@ -12,9 +12,10 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from apps.integrations.emulator import GitHubEmulator
 from bench.measure import Phase, RequestTally
-from bench.runtime import BenchSetupError, fresh_workdir, setup_django, start_redis, stop_process
+from bench.runtime import BenchSetupError, fresh_workdir, setup_django, start_redis
+from devtools.github_emulator import GitHubEmulator
+from devtools.processes import stop_process
 
 MIB = 1024 * 1024
 FLAT_MEMORY_RATIO = 1.5  # "memory flat": 5x the PRs may cost at most this much more peak

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps.integrations.emulator import GitHubEmulator, RequestRecord
+from devtools.github_emulator import GitHubEmulator, RequestRecord
 
 
 def request_kind(record: RequestRecord) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from tformance.localredis import LocalRedisError, start_redis_server
+from devtools.localredis import LocalRedisError, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / ".bench"
@@ -39,17 +39,6 @@ def start_redis() -> tuple[subprocess.Popen, str]:
     except LocalRedisError as exc:
         raise BenchSetupError(str(exc)) from None
     return server.process, server.url
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 def setup_django(*, github_api_url: str, redis_url: str) -> None:

@@ -15,8 +15,6 @@ import dramatiq
 from django.conf import settings
 from django.db import transaction
 
-from apps.integrations.emulator import GitHubEmulator
-from apps.integrations.emulator.realistic import realistic_pull_fields
 from apps.integrations.models import (
     GitHubIntegration,
     IntegrationCredential,
@@ -29,6 +27,8 @@ from apps.integrations.tasks import QUEUE, sync_all_repositories, sync_repositor
 from apps.teams.models import Team
 from bench.baseline import seed_store, seed_sync
 from bench.measure import Phase, RequestTally, measure
+from devtools.github_emulator import GitHubEmulator
+from devtools.github_emulator.realistic import realistic_pull_fields
 
 # Tokens the in-process emulator accepts (not secrets). Ours and the baseline use different
 # tokens so the emulator's log and rate-limit state tell their requests apart.

@@ -49,9 +49,10 @@ from pathlib import Path
 import redis
 from cryptography.fernet import Fernet
 
-from apps.integrations.emulator import GitHubEmulator, RequestRecord
-from apps.integrations.emulator.realistic import AUTHORS, realistic_pull_fields
-from tformance.localredis import LocalRedisError, start_redis_server
+from devtools.github_emulator import GitHubEmulator, RequestRecord
+from devtools.github_emulator.realistic import AUTHORS, realistic_pull_fields
+from devtools.localredis import LocalRedisError, start_redis_server
+from devtools.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / ".demo"
@@ -191,7 +192,7 @@ def start_redis(stack: contextlib.ExitStack) -> str:
         server = start_redis_server(WORKDIR / "redis", new_session=True)
     except LocalRedisError as exc:
         raise DemoFailed(str(exc)) from None
-    stack.callback(stop_redis, server.process)
+    stack.callback(server.stop)
     return server.url
 
 
@@ -207,43 +208,13 @@ def start_worker(env: dict[str, str], stack: contextlib.ExitStack) -> subprocess
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    stack.callback(stop_worker, process)
+    stack.callback(stop_process, process)
     deadline = time.monotonic() + 60
     while "Worker process is ready for action" not in WORKER_LOG.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
             raise DemoFailed(f"the worker did not start\n{log_tail()}")
         time.sleep(0.1)
     return process
-
-
-def stop_worker(process: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM dramatiq's main process, which stops its worker processes gracefully; SIGKILL
-    the whole process group if it is still there after ``timeout``.
-
-    (A SIGTERM to the whole group would reach each worker process twice, once from here and
-    once forwarded by the main process, and dramatiq treats a second signal as "kill now".)
-    """
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(f"demo: the worker did not stop within {timeout:.0f}s; killing it", file=sys.stderr)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
-def stop_redis(process: subprocess.Popen, timeout: float = 10) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 def schedule_once(env: dict[str, str]) -> None:

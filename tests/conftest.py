@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apps.integrations.emulator import GitHubEmulator
+from devtools.github_emulator import GitHubEmulator
 from tests.builders import TOKEN
 
 
@@ -34,7 +34,7 @@ def days_ago(now: datetime):
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[str]:
     """A real redis-server on a free loopback port, for end-to-end tests; yields its URL."""
-    from tformance.localredis import LocalRedisError, start_redis_server
+    from devtools.localredis import LocalRedisError, start_redis_server
 
     try:
         server = start_redis_server(tmp_path_factory.mktemp("redis"))

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import github
 import pytest
 
-from apps.integrations.emulator import GitHubEmulator
+from devtools.github_emulator import GitHubEmulator
 
 TOKEN = "emu-test-token"
 

@@ -17,7 +17,7 @@ import github
 import pytest
 import requests
 
-from apps.integrations.emulator import GHOST_ID, GitHubEmulator
+from devtools.github_emulator import GHOST_ID, GitHubEmulator
 
 from .conftest import TOKEN, make_github
 
@@ -528,7 +528,7 @@ def test_enterprise_prefix_works_with_pygithub():
 
 def test_cli_serves_until_sigterm():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.integrations.emulator", "--port", "0", "--token", "cli"]
+        [sys.executable, "-m", "devtools.github_emulator", "--port", "0", "--token", "cli"]
         + ["--repo", "acme/cli", "--pulls", "5", "--issues", "2", "--prefix", "/api/v3"],
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -10,8 +10,8 @@ import github
 import pytest
 import requests
 
-from apps.integrations.emulator import GitHubEmulator
 from apps.integrations.services.github_client import pull_details_query
+from devtools.github_emulator import GitHubEmulator
 
 from .conftest import TOKEN, make_github
 

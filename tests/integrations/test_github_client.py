@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apps.integrations.emulator import GitHubEmulator
 from apps.integrations.models import IntegrationCredential
 from apps.integrations.services.github_client import (
     GitHubDeepPaginationError,
@@ -21,6 +20,7 @@ from apps.integrations.services.github_client import (
     client_for_integration,
     client_for_token,
 )
+from devtools.github_emulator import GitHubEmulator
 from tests import builders
 
 REPO = "acme/widgets"

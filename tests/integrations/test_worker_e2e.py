@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 
 from apps.integrations.models import PullRequest, TrackedRepository
+from devtools.processes import stop_process as stop
 from tests import builders
-from tests.processes import ROOT, manage, process_env, start, stop, wait_until
+from tests.processes import ROOT, manage, process_env, start, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -129,7 +130,7 @@ def test_worker_killed_mid_sync_loses_nothing(emulator, redis_url, days_ago, tmp
         second = worker(env, tmp_path / "second.log")
         wait_until(all_synced, timeout=90, what="resume", log=tmp_path / "second.log")
     finally:
-        stop(first, signal.SIGKILL)
+        stop(first, sig=signal.SIGKILL)
         if second is not None:
             stop(second)
 

@@ -2,7 +2,7 @@
 
 PyGithub talks to it over real loopback HTTP exactly like it talks to api.github.com::
 
-    from apps.integrations.emulator import GitHubEmulator
+    from devtools.github_emulator import GitHubEmulator
 
     with GitHubEmulator() as emu:              # prefix="/api/v3" emulates GitHub Enterprise
         emu.add_token("tok", login="octocat")
@@ -17,7 +17,7 @@ as PyGithub's ``requester.graphql_url``) for ``rateLimit`` and aliased
 offset pagination with Link headers, the 10,000-item deep-page 422, primary (REST "core" and a
 separate "graphql" budget, ``set_rate_limit`` / ``set_graphql_rate_limit``) and secondary rate
 limits, ETag/If-None-Match 304s that do not consume the limit, and injected failures.
-Run ``python -m apps.integrations.emulator -h`` for the CLI.
+Run ``python -m devtools.github_emulator -h`` for the CLI.
 """
 
 from .server import GitHubEmulator, RequestRecord

@@ -6,7 +6,6 @@ Not used in production: there REDIS_URL points at a managed Redis.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,15 +13,11 @@ from pathlib import Path
 
 import redis
 
+from devtools.processes import free_port, stop_process
+
 
 class LocalRedisError(RuntimeError):
     """redis-server is missing or did not start; the message says which."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -31,13 +26,7 @@ class LocalRedis:
     url: str
 
     def stop(self, timeout: float = 10) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        stop_process(self.process, timeout=timeout)
 
 
 def start_redis_server(directory: Path, *, new_session: bool = False) -> LocalRedis:

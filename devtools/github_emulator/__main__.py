@@ -1,4 +1,4 @@
-"""CLI: ``python -m apps.integrations.emulator --port 0 --token TOKEN [--repo o/r --pulls N]``.
+"""CLI: ``python -m devtools.github_emulator --port 0 --token TOKEN [--repo o/r --pulls N]``.
 
 Prints ``serving on http://127.0.0.1:PORT`` once ready and serves until SIGTERM/SIGINT.
 """
@@ -15,7 +15,7 @@ from .server import GitHubEmulator
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m apps.integrations.emulator")
+    parser = argparse.ArgumentParser(prog="python -m devtools.github_emulator")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--token", action="append", default=[], help="valid token (repeatable)")
