@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +204,6 @@ class GitHubClient:
     github: Github
     pacer: TokenPacer | None = None
     requests_made: int = 0
-    last_headers: dict[str, str] = field(default_factory=dict)
     after_request: Callable[[], None] | None = None
 
     # -- transport ----------------------------------------------------------------------------
@@ -234,7 +233,6 @@ class GitHubClient:
             raise GitHubTransientError(f"could not reach GitHub: {type(exc).__name__}") from exc
         except requests.RequestException as exc:
             raise GitHubTransientError(f"GitHub request failed: {type(exc).__name__}") from exc
-        self.last_headers = response_headers
         data: Any = None
         if text:
             try:
@@ -362,7 +360,6 @@ class GitHubClient:
 
 MAX_GRAPHQL_ALIASES = 100
 _PULLS_QUERY = """query($owner: String!, $name: String!) {
-  rateLimit { cost remaining resetAt limit }
   repository(owner: $owner, name: $name) {
 __ALIASES__
   }
