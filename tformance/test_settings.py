@@ -7,10 +7,13 @@ code path (and the same start-up checks) runs in tests as in production.
 import os
 import tempfile
 
-# Fixed, public test keys: the second one lets tests rotate from it to the first.
+# Fixed, public test keys: the second one lets tests rotate from it to the first. A Fernet
+# key's first 16 bytes sign and its last 16 encrypt: the two keys must differ in the first
+# half, or a value encrypted with one passes the other's signature check and decrypts to
+# garbage about once in 256 tries instead of being refused.
 TEST_ENCRYPTION_KEYS = (
-    "dGZvcm1hbmNlLXRlc3Qta2V5LW5vdC1hLXNlY3JldCE=",
-    "dGZvcm1hbmNlLXRlc3Qta2V5LW51bWJlci10d28hISE=",
+    "Zmlyc3QgdGZvcm1hbmNlIHRlc3Qga2V5IChwdWJsaWM=",
+    "b3RoZXIgdGZvcm1hbmNlIHRlc3Qga2V5IChwdWJsaWM=",
 )
 os.environ.setdefault("SECRET_KEY", "tformance-test-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", TEST_ENCRYPTION_KEYS[0])
