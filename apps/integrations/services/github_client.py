@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
     from apps.integrations.models import GitHubIntegration
 
 logger = logging.getLogger(__name__)
-
-# Floor for a secondary limit without Retry-After: GitHub's guidance is "at least one minute".
-SECONDARY_LIMIT_MIN_WAIT = timedelta(seconds=60)
-
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -73,37 +69,36 @@ class GitHubDeepPaginationError(GitHubRequestError):
 
 
 class GitHubRateLimited(GitHubError):
-    """A rate limit: come back at ``retry_at`` (aware UTC datetime)."""
-
-    def __init__(self, message: str, *, status: int | None, retry_at: datetime) -> None:
-        super().__init__(message, status=status)
-        self.retry_at = retry_at
+    """A rate limit. What GitHub said comes with it; ``services.rate_limits`` says what it
+    means in time (when to come back)."""
 
 
 class GitHubPrimaryRateLimit(GitHubRateLimited):
-    """The token's hourly budget is spent; ``reset_at`` comes from X-RateLimit-Reset."""
+    """The token's hourly budget is spent; ``reset_at`` is X-RateLimit-Reset (None when
+    GitHub did not send it)."""
 
-    @property
-    def reset_at(self) -> datetime:
-        return self.retry_at
+    def __init__(self, message: str, *, status: int | None, reset_at: datetime | None) -> None:
+        super().__init__(message, status=status)
+        self.reset_at = reset_at
 
 
 class GitHubSecondaryRateLimit(GitHubRateLimited):
-    """An abuse/secondary limit (403 or 429); wait ``retry_after`` seconds.
-
-    ``from_header`` tells whether GitHub said so (Retry-After) or the wait is our floor.
-    """
+    """A secondary limit (403 or 429). ``retry_after``: seconds from Retry-After, if sent;
+    ``reset_at``: X-RateLimit-Reset when X-RateLimit-Remaining was 0; ``at``: when the answer
+    came, which Retry-After counts from."""
 
     def __init__(
-        self, message: str, *, status: int | None, retry_after: float, from_header: bool = False
+        self,
+        message: str,
+        *,
+        status: int | None,
+        retry_after: float | None,
+        reset_at: datetime | None = None,
     ) -> None:
-        super().__init__(
-            message,
-            status=status,
-            retry_at=datetime.now(UTC) + timedelta(seconds=retry_after),
-        )
+        super().__init__(message, status=status)
         self.retry_after = retry_after
-        self.from_header = from_header
+        self.reset_at = reset_at
+        self.at = datetime.now(UTC)
 
 
 class GitHubTransientError(GitHubError):
@@ -142,23 +137,15 @@ def error_from_response(status: int, headers: dict[str, str], body: Any) -> GitH
         primary = not secondary and (
             lowered.startswith("api rate limit exceeded") or remaining == 0
         )
+        reset_at = datetime.fromtimestamp(reset, tz=UTC) if reset is not None else None
         if primary:
-            # Without a reset header, GitHub's window is an hour.
-            retry_at = (
-                datetime.fromtimestamp(reset, tz=UTC)
-                if reset is not None
-                else datetime.now(UTC) + timedelta(hours=1)
-            )
-            return GitHubPrimaryRateLimit(summary, status=status, retry_at=retry_at)
+            return GitHubPrimaryRateLimit(summary, status=status, reset_at=reset_at)
         if secondary or status == 429 or retry_after is not None:
-            if retry_after is not None:
-                wait = float(retry_after)
-            elif remaining == 0 and reset is not None:
-                wait = max(reset - datetime.now(UTC).timestamp(), 1.0)
-            else:
-                wait = SECONDARY_LIMIT_MIN_WAIT.total_seconds()
             return GitHubSecondaryRateLimit(
-                summary, status=status, retry_after=wait, from_header=retry_after is not None
+                summary,
+                status=status,
+                retry_after=retry_after,
+                reset_at=reset_at if remaining == 0 else None,
             )
         return GitHubForbidden(summary, status=status)
     if status == 401:
@@ -172,13 +159,6 @@ def error_from_response(status: int, headers: dict[str, str], body: Any) -> GitH
     if status >= 500:
         return GitHubTransientError(summary, status=status)
     return GitHubRequestError(summary, status=status)
-
-
-def secondary_backoff(attempt: int, *, floor: float = 0.0) -> float:
-    """Seconds to wait after the ``attempt``-th secondary limit in a row when GitHub sent no
-    Retry-After: at least a minute, doubling while the limit persists (GitHub's guidance),
-    capped at an hour."""
-    return max(floor, min(60.0 * 2 ** max(attempt - 1, 0), 3600.0))
 
 
 # --------------------------------------------------------------------------------------------

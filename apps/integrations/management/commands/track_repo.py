@@ -13,6 +13,7 @@ from apps.integrations.services.github_client import (
     GitHubTransientError,
     GitHubUnauthorized,
 )
+from apps.integrations.services.rate_limits import earliest_retry
 from apps.integrations.services.sync_outcome import rate_limited_message
 from apps.integrations.services.tracking import InvalidInput, repository_track
 
@@ -52,7 +53,7 @@ class Command(OperatorCommand):
                 "(or the token cannot see it)"
             )
         except GitHubRateLimited as exc:
-            self.fail(rate_limited_message(exc.retry_at), code=EXIT_TEMPFAIL)
+            self.fail(rate_limited_message(earliest_retry(exc)), code=EXIT_TEMPFAIL)
         except GitHubTransientError as exc:
             self.fail(f"GitHub is unavailable: {exc}", code=EXIT_TEMPFAIL)
         except GitHubError as exc:
