@@ -91,11 +91,19 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
     ) -> None:
         from apps.integrations.tasks import enqueue_repository_syncs
 
-        ids = list(queryset.values_list("pk", flat=True))
-        count = enqueue_repository_syncs(tracked_repo_ids=ids, full=full)
+        selected = list(queryset.values_list("pk", flat=True))
+        count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full)
         kind = "full resync" if full else "sync"
         noun = "repository" if count == 1 else "repositories"
         self.message_user(request, f"Queued a {kind} of {count} {noun}.", messages.SUCCESS)
+        if skipped := len(selected) - count:
+            noun = "repository is" if skipped == 1 else "repositories are"
+            self.message_user(
+                request,
+                f"Skipped {skipped}: the {noun} inactive or the team's GitHub integration is "
+                "disconnected (reconnect it with manage.py track_repo).",
+                messages.WARNING,
+            )
 
     @admin.display(description="last error")
     def short_error(self, obj: TrackedRepository) -> str:

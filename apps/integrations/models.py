@@ -8,6 +8,14 @@ from apps.teams.models import BaseTeamModel, TeamScopedQuerySet
 
 
 class TrackedRepositoryQuerySet(TeamScopedQuerySet):
+    def syncable(self) -> TrackedRepositoryQuerySet:
+        """Repositories a sync may run for: active, with a connected integration.
+
+        The one definition of "can sync", used by the daily fan-out, the sync job and the
+        admin's actions.
+        """
+        return self.filter(is_active=True, integration__credential__isnull=False)
+
     def named(self, full_name: str) -> TrackedRepositoryQuerySet:
         """Repositories called ``full_name``, ignoring case as GitHub does.
 
@@ -86,8 +94,8 @@ class TrackedRepository(BaseTeamModel):
 
     # Where the next sync starts. These come from GitHub's own updated_at values, never from
     # our clock: a PR edited while we page carries a GitHub timestamp at or after the
-    # watermark, so the next sync sees it (the seed's `last_sync_at = now()` after fetching
-    # would skip edits made during the sync).
+    # watermark, so the next sync sees it (the original design's `last_sync_at = now()` after
+    # fetching would skip edits made during the sync).
     sync_watermark = models.DateTimeField(
         null=True,
         blank=True,

@@ -180,3 +180,24 @@ def test_sync_now_then_workers_sync_the_selected_repositories(
         assert status_of(repo) == "idle"
     assert not PullRequest.objects.filter(tracked_repo=other).exists()
     assert TrackedRepository.objects.get(pk=other.pk).last_sync_at is None
+
+
+def test_sync_now_skips_inactive_and_disconnected_repositories_and_says_so(
+    admin_client, stub_broker, repos, emulator, django_capture_on_commit_callbacks
+):
+    # Given one inactive repository and one whose team's integration is disconnected
+    inactive, syncable, _ = repos
+    TrackedRepository.objects.filter(pk=inactive.pk).update(is_active=False)
+    disconnected = builders.tracked_repo(emulator, "globex/app", team_slug="globex")
+    disconnected.integration.credential.delete()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(admin_client, "sync_now", inactive, syncable, disconnected)
+
+    # Then only the syncable one is queued: a skipped row must not show "queued" for good
+    assert [m.args[0] for m in queued(stub_broker)] == [syncable.pk]
+    assert status_of(syncable) == "queued"
+    assert status_of(inactive) == "idle" and status_of(disconnected) == "idle"
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert shown[0] == "Queued a sync of 1 repository."
+    assert shown[1].startswith("Skipped 2:")
