@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from apps.integrations.models import GitHubIntegration, IntegrationCredential, TrackedRepository
+import secrets
+from datetime import UTC, datetime
+
+from apps.integrations.models import (
+    GitHubIntegration,
+    IntegrationCredential,
+    PullRequest,
+    TrackedRepository,
+)
 from apps.teams.models import Team
 
 TOKEN = "ghp_testtoken0000000000000000000000000001"
@@ -51,3 +59,35 @@ def detail_fetches(emulator) -> list[int]:
         elif request.path.endswith("/graphql") and request.graphql_cost:
             numbers.extend(request.graphql_numbers)
     return numbers
+
+
+def new_token() -> str:
+    return "ghp_" + secrets.token_hex(18)
+
+
+def connected_team(slug: str, *, token: str | None = None, repos: int = 1) -> GitHubIntegration:
+    """A team with a connected integration, ``repos`` tracked repositories, one PR each."""
+    team = Team.objects.create(slug=slug, name=slug.title())
+    integration = GitHubIntegration.objects.create(team=team, account_login=f"{slug}-bot")
+    IntegrationCredential.objects.create(integration=integration, access_token=token or new_token())
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    for index in range(repos):
+        repo = TrackedRepository.objects.create(
+            team=team,
+            integration=integration,
+            github_repo_id=1000 * (team.pk or 0) + index,
+            full_name=f"{slug}/repo-{index}",
+        )
+        PullRequest.objects.create(
+            team=team,
+            tracked_repo=repo,
+            github_id=500_000 + repo.pk,
+            number=1,
+            title=f"Improve {repo.full_name}",
+            state=PullRequest.State.OPEN,
+            author_login="octocat",
+            github_created_at=when,
+            github_updated_at=when,
+            html_url=f"https://github.com/{repo.full_name}/pull/1",
+        )
+    return integration

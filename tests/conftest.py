@@ -58,10 +58,16 @@ def redis_url(redis_server) -> str:
 @pytest.fixture
 def stub_broker():
     """The project's StubBroker (production middleware list), emptied; restored afterwards."""
+    from queue import Queue
+
     import dramatiq
 
     broker = dramatiq.get_broker()
     broker.flush_all()
+    # Fresh queues: a worker stopped while holding a delayed message (a retry, a rate-limit
+    # deferral) never marks it done, and the old queue's join() would wait for it forever.
+    for name in broker.queues:
+        broker.queues[name] = Queue()
     middleware = list(broker.middleware)
     yield broker
     broker.flush_all()

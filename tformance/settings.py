@@ -150,9 +150,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REDIS_URL = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
 
 # Dramatiq on Redis. django-dramatiq installs no middleware unless listed, so the list is
-# explicit. Order matters for after-hooks, which run in reverse: the sync outcome middleware
-# is last so it records the outcome first, while the database connection is still open and
-# before Retries re-enqueues the message.
+# explicit. Order matters for after-hooks, which run in reverse: Retries is last so it decides
+# first (retry or fail), then the sync outcome middleware records that decision, then
+# DbConnectionsMiddleware tidies the connection the recording used.
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.redis.RedisBroker",
     "OPTIONS": {
@@ -168,9 +168,9 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.ShutdownNotifications",
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.CurrentMessage",
-        "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "apps.integrations.middleware.SyncOutcomeMiddleware",
+        "dramatiq.middleware.Retries",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
@@ -217,12 +217,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {
-            "()": "apps.integrations.log_filters.KeyValueFormatter",
+            "()": "apps.integrations.logs.KeyValueFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
-    },
-    "filters": {
-        "sync_outcome_result": {"()": "apps.integrations.log_filters.SyncOutcomeResultFilter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
@@ -237,6 +234,5 @@ LOGGING = {
             "level": os.environ.get("LOG_LEVEL", "INFO"),
             "propagate": False,
         },
-        "dramatiq.worker.WorkerThread": {"filters": ["sync_outcome_result"]},
     },
 }

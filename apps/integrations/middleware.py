@@ -1,9 +1,6 @@
-"""Dramatiq middleware that records the outcome of sync actors on their repository."""
+"""Dramatiq middleware that records the failures of sync actors on their repository."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
 
 import dramatiq
 from dramatiq.logging import get_logger
@@ -11,21 +8,22 @@ from dramatiq.middleware import Middleware, Retries
 
 
 class SyncOutcomeMiddleware(Middleware):
-    """Records each sync message's outcome through ``services.sync_outcome``.
+    """Records, through ``services.sync_outcome``, how a sync message failed.
 
-    Applies to actors declared with ``records_sync_outcome=True``; their first argument is a
-    ``TrackedRepository`` id. Before: ``syncing`` (unless the repository is missing, inactive
-    or disconnected). After: ``idle`` on a finished pass; ``queued`` when a slice ends and the
-    sync continues in a new message; ``rate_limited`` with the reset time when deferred;
-    ``error`` with a short token-free message when the failure is final (a permanent GitHub
-    answer, or transient retries exhausted). While transient retries remain, ``queued`` with
-    the error and the retry count. Skipped and dropped messages change nothing.
+    Applies to actors declared with ``records_sync_outcome=True``, whose first argument is a
+    ``TrackedRepository`` id. Everything else a sync ends with (idle, queued for a
+    continuation, rate limited) is recorded by the sync job and the actor where it happens;
+    this middleware handles exceptions only. What it records follows what the ``Retries``
+    middleware decided for the message, never a copy of its rules: a message Retries
+    failed (a ``throws`` error, retries exhausted, ``retry_when`` said no) is ``error`` with a
+    short token-free message; a message Retries sent again is ``queued`` with the error and
+    the retry count.
 
-    After-hooks run in reverse middleware order: list this after ``Retries`` and
-    ``DbConnectionsMiddleware`` so it runs before them (the message's retry count is not yet
-    incremented, and the database connection is still open). Dramatiq's own
-    ``RateLimitExceeded`` (its rate limiters) is an ordinary exception here, not a GitHub
-    rate limit.
+    So it must see the message after Retries: list it *before* ``Retries`` in the broker's
+    middleware (after-hooks run in reverse order); Django's system checks (which
+    ``rundramatiq`` runs) refuse any other order.
+    Dramatiq's own ``RateLimitExceeded`` (its rate limiters) is an ordinary exception here,
+    not a GitHub rate limit.
     """
 
     def __init__(self) -> None:
@@ -35,40 +33,36 @@ class SyncOutcomeMiddleware(Middleware):
     def actor_options(self) -> set[str]:
         return {"records_sync_outcome"}
 
-    def _applies(self, broker: dramatiq.Broker, message: dramatiq.Message) -> bool:
-        try:
-            actor = broker.get_actor(message.actor_name)
-        except dramatiq.errors.ActorNotFound:
-            return False
-        return bool(actor.options.get("records_sync_outcome")) and bool(message.args)
-
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        if not self._applies(broker, message):
-            return
-        from apps.integrations.services import sync_outcome
-        from apps.integrations.services.sync_jobs import syncable_repository
-
-        repo, _ = syncable_repository(message.args[0])
-        if repo is not None:
-            sync_outcome.repository_sync_started(tracked_repo=repo)
+    @classmethod
+    def ordered_before_retries(cls, broker: dramatiq.Broker) -> bool:
+        """Whether this middleware sees messages after Retries decided (checked at start-up
+        by ``apps.integrations.checks``)."""
+        kinds = [type(m) for m in broker.middleware]
+        mine = [i for i, kind in enumerate(kinds) if issubclass(kind, cls)]
+        retries = [i for i, kind in enumerate(kinds) if issubclass(kind, Retries)]
+        return not mine or (bool(retries) and mine[0] < retries[0])
 
     def after_process_message(
         self,
         broker: dramatiq.Broker,
         message: dramatiq.Message,
         *,
-        result: Any = None,
+        result: object = None,
         exception: BaseException | None = None,
     ) -> None:
-        if not self._applies(broker, message):
+        if exception is None or not message.args:
             return
+        try:
+            actor = broker.get_actor(message.actor_name)
+        except dramatiq.errors.ActorNotFound:
+            return
+        if not actor.options.get("records_sync_outcome"):
+            return
+
         from apps.integrations.models import TrackedRepository
         from apps.integrations.services import sync_outcome
         from apps.integrations.services.github_client import GitHubError
 
-        action = result.get("action") if isinstance(result, dict) else None
-        if exception is None and action not in {"synced", "continue", "deferred"}:
-            return  # skipped, dropped or waiting: nothing to record, nothing to load
         repo = (
             TrackedRepository.objects.select_related("integration")
             .filter(pk=message.args[0])
@@ -76,41 +70,23 @@ class SyncOutcomeMiddleware(Middleware):
         )
         if repo is None:
             return
-        if exception is None:
-            if action == "synced":
-                sync_outcome.repository_sync_succeeded(tracked_repo=repo)
-            elif action == "continue":
-                sync_outcome.repository_sync_queued(tracked_repo_ids=[repo.pk])
-            elif action == "deferred":
-                retry_at = datetime.fromisoformat(result["retry_at"])
-                sync_outcome.repository_sync_rate_limited(tracked_repo=repo, retry_at=retry_at)
-            return
-
-        final, attempt, max_retries = self._is_final(broker, message, exception)
-        if final:
+        # Set by Retries: failed means it gave up; otherwise it has re-enqueued the message
+        # and counted the attempt in the "retries" option.
+        if message.failed:
             if isinstance(exception, GitHubError):
                 sync_outcome.repository_sync_error(tracked_repo=repo, error=exception)
             else:
                 sync_outcome.repository_sync_failed(
                     tracked_repo=repo, message=f"{type(exception).__name__}: {exception}"
                 )
-        else:
-            sync_outcome.repository_sync_retrying(
-                tracked_repo=repo,
-                message=f"{exception} (retry {attempt + 1} of {max_retries})",
-            )
-
-    def _is_final(
-        self, broker: dramatiq.Broker, message: dramatiq.Message, exception: BaseException
-    ) -> tuple[bool, int, int]:
-        """Would the Retries middleware give up on this message? Same rule as Retries."""
-        actor = broker.get_actor(message.actor_name)
-        throws = message.options.get("throws") or actor.options.get("throws")
-        retries = message.options.get("retries", 0)
+            return
+        attempt = message.options.get("retries", 0)
         default = next((m.max_retries for m in broker.middleware if isinstance(m, Retries)), None)
-        max_retries = message.options.get("max_retries", actor.options.get("max_retries", default))
-        if default is None:  # no Retries middleware: nothing will be retried
-            return True, retries, 0
-        if throws and isinstance(exception, throws):
-            return True, retries, max_retries
-        return max_retries is not None and retries >= max_retries, retries, max_retries or 0
+        limit = message.options.get("max_retries", actor.options.get("max_retries", default))
+        if actor.options.get("retry_when") is not None or limit is None:
+            of = ""  # retry_when decides each time: there is no fixed count to show
+        else:
+            of = f" of {limit}"
+        sync_outcome.repository_sync_retrying(
+            tracked_repo=repo, message=f"{exception} (retry {attempt}{of})"
+        )

@@ -4,15 +4,18 @@ into delayed messages.
 Retry policy is configuration: GitHub's permanent answers are in ``throws`` (no retries),
 transient ones go through the Retries middleware (5 retries, 15 s doubling, capped at 10 min,
 so a persistent failure shows as ``error`` well within the hour). Rate limits are not failures:
-the message is sent again, delayed until GitHub says to come back, as a fresh message so the
-retry budget stays whole; the sync resumes from its checkpoint. No worker thread ever sleeps
-waiting for a limit. The outcome (status, error) is recorded by ``SyncOutcomeMiddleware``.
+the message is sent again, delayed until GitHub says to come back (``services.rate_limits``),
+as a fresh message so the retry budget stays whole; the sync resumes from its checkpoint. No
+worker thread ever sleeps waiting for a limit. Outcomes are recorded where they happen: the
+sync job records syncing, idle and queued, the actor a deferral, and ``SyncOutcomeMiddleware``
+the errors, once Retries has decided whether they are final. Actors return nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -23,17 +26,14 @@ from dramatiq.middleware import CurrentMessage
 
 from apps.integrations.broker import enqueue_many
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services import sync_outcome
+from apps.integrations.services import rate_limits, sync_outcome
 from apps.integrations.services.github_client import (
     GitHubForbidden,
     GitHubNotConnected,
     GitHubNotFound,
-    GitHubPrimaryRateLimit,
     GitHubRateLimited,
     GitHubRequestError,
-    GitHubSecondaryRateLimit,
     GitHubUnauthorized,
-    secondary_backoff,
 )
 from apps.integrations.services.sync_jobs import repository_sync_job
 
@@ -61,67 +61,66 @@ PERMANENT_ERRORS = (
     time_limit=20 * 60 * 1000,
     records_sync_outcome=True,
 )
-def sync_repository(tracked_repo_id: int, full: bool = False, secondary_limits: int = 0) -> dict:
-    """Sync one tracked repository (incremental, or full when never synced or ``full``)."""
+def sync_repository(
+    tracked_repo_id: int,
+    full: bool = False,
+    secondary_limits: int = 0,
+    request_id: str = "",
+) -> None:
+    """Sync one tracked repository (incremental, or full when never synced or ``full``).
+
+    ``request_id`` names the request a continuation or deferral carries on (by default this
+    message's id, which retries and redeliveries keep): a full pass it started resumes from
+    its checkpoint instead of starting over.
+    """
     message = CurrentMessage.get_current_message()
+    request_id = request_id or (message.message_id if message else "")
     try:
         outcome = repository_sync_job(
             tracked_repo_id=tracked_repo_id,
             requested_at=_requested_at(message),
-            # Retries and redeliveries keep the message id: a full sync they repeat resumes.
-            request_id=message.message_id if message else "",
+            request_id=request_id,
             full=full,
+            time_budget=settings.SYNC_MESSAGE_TIME_BUDGET_SECONDS,
         )
     except GitHubRateLimited as limit:
-        return _defer(tracked_repo_id, limit, secondary_limits)
+        deferral = rate_limits.deferral_for(limit, secondary_limits=secondary_limits)
+        # Recorded before the message exists, so it can never overwrite what the deferred
+        # message records when it runs.
+        sync_outcome.repository_sync_rate_limited(
+            tracked_repo_id=tracked_repo_id, retry_at=deferral.retry_at
+        )
+        sync_repository.send_with_options(
+            args=(tracked_repo_id,),
+            # The same request: a full pass it started resumes, one it did not start yet
+            # still runs in full.
+            kwargs={
+                "full": full,
+                "request_id": request_id,
+                "secondary_limits": deferral.secondary_limits,
+            },
+            delay=deferral.delay_ms(),
+        )
+        return
 
     if outcome.action == "continue":
-        # A large backfill: this message did its share; the next one resumes from the
-        # checkpoint (never "full" again, which would restart the pass).
-        sync_repository.send(tracked_repo_id)
+        # A large backfill: this message did its share; the next one resumes the saved pass
+        # (never "full" again: should another sync finish the pass meanwhile, that would
+        # start it over).
+        sync_repository.send_with_options(
+            args=(tracked_repo_id,), kwargs={"request_id": request_id}
+        )
     elif outcome.action == "wait":
+        # Another sync started before this request: it may have listed past changes made
+        # after the request, so this one runs once that sync's lease ends. A new request,
+        # not a continuation: it starts its own pass.
         wait = (outcome.wait_until or datetime.now(UTC)) - datetime.now(UTC)
+        spread = timedelta(seconds=random.uniform(1, 5))  # noqa: S311
         sync_repository.send_with_options(
             args=(tracked_repo_id,),
             kwargs={"full": full},
-            delay=_millis(max(wait, timedelta(0)) + timedelta(seconds=random.uniform(1, 5))),  # noqa: S311
+            delay=_millis(max(wait, timedelta(0)) + spread),
         )
-    return outcome.as_dict()
-
-
-def _defer(tracked_repo_id: int, limit: GitHubRateLimited, secondary_limits: int) -> dict:
-    now = datetime.now(UTC)
-    jitter = timedelta(seconds=random.uniform(0, settings.GITHUB_RATE_LIMIT_JITTER_SECONDS))  # noqa: S311
-    if isinstance(limit, GitHubPrimaryRateLimit):
-        # The jitter spreads the repositories sharing this token over the moments after the
-        # reset instead of all of them hitting GitHub in the same second.
-        retry_at = max(limit.reset_at, now) + jitter
-        secondary_limits = 0
-    else:
-        # GitHub: wait Retry-After when given; otherwise at least a minute, backing off
-        # exponentially while the limit persists.
-        secondary_limits += 1
-        assert isinstance(limit, GitHubSecondaryRateLimit)
-        wait = (
-            limit.retry_after
-            if limit.from_header
-            else secondary_backoff(secondary_limits, floor=limit.retry_after)
-        )
-        retry_at = now + timedelta(seconds=wait) + jitter
-    sync_repository.send_with_options(
-        args=(tracked_repo_id,),
-        kwargs={"secondary_limits": secondary_limits},
-        delay=_millis(retry_at - now),
-    )
-    logger.info(
-        "repo_sync.deferred",
-        extra={
-            "repo_id": tracked_repo_id,
-            "retry_at": retry_at.isoformat(),
-            "status": limit.status,
-        },
-    )
-    return {"action": "deferred", "retry_at": retry_at.isoformat()}
 
 
 def _requested_at(message: dramatiq.Message | None) -> datetime | None:
@@ -137,14 +136,15 @@ def _millis(delta: timedelta) -> int:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=3)
-def sync_all_repositories() -> int:
-    """The daily fan-out: one ``sync_repository`` message per active repository whose
-    integration is connected, each marked ``queued``. Returns how many were enqueued."""
-    ids = list(
-        TrackedRepository.objects.filter(
-            is_active=True, integration__credential__isnull=False
-        ).values_list("pk", flat=True)
-    )
+def sync_all_repositories() -> None:
+    """The daily fan-out (see ``enqueue_all_repository_syncs``)."""
+    enqueue_all_repository_syncs()
+
+
+def enqueue_all_repository_syncs() -> int:
+    """One ``sync_repository`` message per syncable repository, each marked ``queued``.
+    Returns how many were enqueued."""
+    ids = list(TrackedRepository.objects.syncable().values_list("pk", flat=True))
     # Marked before sending: a worker may finish a repository before this loop ends, and its
     # "idle" must not be overwritten by a late "queued".
     with transaction.atomic():
@@ -154,13 +154,18 @@ def sync_all_repositories() -> int:
     return count
 
 
-def enqueue_repository_syncs(*, tracked_repo_ids: list[int], full: bool = False) -> int:
-    """Mark repositories ``queued`` and send their sync messages once the transaction commits
-    (the admin action and operators' scripts use this)."""
-    sync_outcome.repository_sync_queued(tracked_repo_ids=tracked_repo_ids)
+def enqueue_repository_syncs(*, tracked_repo_ids: Iterable[int], full: bool = False) -> int:
+    """Mark the syncable ones among ``tracked_repo_ids`` ``queued`` and send their sync
+    messages once the transaction commits (the admin's actions use this). Returns how many;
+    inactive and disconnected repositories are left as they are."""
+    ids = list(
+        TrackedRepository.objects.syncable()
+        .filter(pk__in=list(tracked_repo_ids))
+        .values_list("pk", flat=True)
+    )
+    sync_outcome.repository_sync_queued(tracked_repo_ids=ids)
     messages = [
-        sync_repository.message_with_options(args=(pk,), kwargs={"full": full})
-        for pk in tracked_repo_ids
+        sync_repository.message_with_options(args=(pk,), kwargs={"full": full}) for pk in ids
     ]
     transaction.on_commit(partial(enqueue_many, messages))
     return len(messages)

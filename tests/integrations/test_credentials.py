@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
@@ -20,44 +19,11 @@ from apps.integrations.models import (
     PullRequest,
     TrackedRepository,
 )
-from apps.integrations.services import sync_outcome
 from apps.teams.models import Team
+from tests.builders import connected_team, new_token
 from tformance.test_settings import TEST_ENCRYPTION_KEYS
 
 NEW_KEY, OLD_KEY = TEST_ENCRYPTION_KEYS
-
-
-def new_token() -> str:
-    """A classic-PAT-shaped token no other test uses, so finding it anywhere means a leak."""
-    return "ghp_" + secrets.token_hex(18)
-
-
-def connected_team(slug: str, *, token: str | None = None, repos: int = 1) -> GitHubIntegration:
-    """A team with a connected integration, ``repos`` tracked repositories, one PR each."""
-    team = Team.objects.create(slug=slug, name=slug.title())
-    integration = GitHubIntegration.objects.create(team=team, account_login=f"{slug}-bot")
-    IntegrationCredential.objects.create(integration=integration, access_token=token or new_token())
-    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    for index in range(repos):
-        repo = TrackedRepository.objects.create(
-            team=team,
-            integration=integration,
-            github_repo_id=1000 * (team.pk or 0) + index,
-            full_name=f"{slug}/repo-{index}",
-        )
-        PullRequest.objects.create(
-            team=team,
-            tracked_repo=repo,
-            github_id=500_000 + repo.pk,
-            number=1,
-            title=f"Improve {repo.full_name}",
-            state=PullRequest.State.OPEN,
-            author_login="octocat",
-            github_created_at=when,
-            github_updated_at=when,
-            html_url=f"https://github.com/{repo.full_name}/pull/1",
-        )
-    return integration
 
 
 def stored_ciphertext(credential: IntegrationCredential) -> str:
@@ -264,116 +230,6 @@ def test_deleting_the_credential_keeps_integration_repositories_and_pull_request
     assert GitHubIntegration.objects.filter(pk=integration.pk).exists()
     assert TrackedRepository.objects.filter(integration=integration).count() == 2
     assert PullRequest.objects.filter(tracked_repo__integration=integration).count() == 2
-
-
-@pytest.mark.django_db
-def test_rejected_credentials_disconnect_and_keep_the_data():
-    # Given a connected integration with repositories and pull requests
-    integration = connected_team("acme", repos=2)
-    assert integration.is_connected
-
-    # When GitHub rejects its credentials
-    sync_outcome.integration_credentials_rejected(integration=integration)
-
-    # Then the credential is gone (even on the object in hand) and everything else stays
-    assert not integration.is_connected
-    assert not IntegrationCredential.objects.filter(integration=integration).exists()
-    assert GitHubIntegration.objects.filter(pk=integration.pk).exists()
-    assert TrackedRepository.objects.filter(integration=integration).count() == 2
-    assert PullRequest.objects.filter(tracked_repo__integration=integration).count() == 2
-
-
-@pytest.mark.django_db
-def test_rejected_credentials_mark_every_repository_of_the_integration_in_error():
-    # Given a connected integration with three repositories in different states
-    integration = connected_team("acme", repos=3)
-    first, second, _ = TrackedRepository.objects.filter(integration=integration).order_by("pk")
-    sync_outcome.repository_sync_succeeded(tracked_repo=first)
-    sync_outcome.repository_sync_failed(tracked_repo=second, message="502 Bad Gateway")
-
-    # When GitHub rejects its credentials
-    count = sync_outcome.integration_credentials_rejected(integration=integration)
-
-    # Then every repository is in error and says the credentials were rejected
-    repos = TrackedRepository.objects.filter(integration=integration)
-    assert count == 3
-    assert {r.sync_status for r in repos} == {TrackedRepository.SyncStatus.ERROR}
-    for repo in repos:
-        assert "rejected the credentials" in repo.last_sync_error
-
-
-@pytest.mark.django_db
-def test_rejected_credentials_leave_another_teams_integration_alone():
-    # Given two teams, each connected
-    acme = connected_team("acme", repos=2)
-    other = connected_team("globex", repos=2)
-
-    # When GitHub rejects one team's credentials
-    sync_outcome.integration_credentials_rejected(integration=acme)
-
-    # Then the other team is still connected and its repositories untouched
-    assert GitHubIntegration.objects.get(pk=other.pk).is_connected
-    for repo in TrackedRepository.objects.filter(integration=other):
-        assert repo.sync_status == TrackedRepository.SyncStatus.IDLE
-        assert repo.last_sync_error == ""
-
-
-# -- error messages --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "secret",
-    [
-        "ghp_" + "a1B2" * 9,
-        "gho_" + "Z9y8" * 9,
-        "ghs_" + "Q7w6" * 9,
-        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789",
-    ],
-)
-def test_error_message_redacts_github_tokens(secret):
-    # Given an exception text that carries a token
-    message = f"GET https://api.github.com/user?access_token={secret} failed: 502"
-
-    # When it is made safe for last_sync_error
-    safe = sync_outcome.safe_error_message(message)
-
-    # Then the token is replaced and the rest kept
-    assert secret not in safe
-    assert secret[8:] not in safe
-    assert "[redacted]" in safe
-    assert safe.endswith("failed: 502")
-
-
-@pytest.mark.parametrize("header", ["token", "Token", "Bearer", "bearer"])
-def test_error_message_redacts_authorization_header_values(header):
-    # Given a message quoting an Authorization header with a non-prefixed credential
-    credential = "abc123def456ghi789"
-    message = f"request with Authorization: {header} {credential} was refused"
-
-    # When it is made safe
-    safe = sync_outcome.safe_error_message(message)
-
-    # Then the credential is gone
-    assert credential not in safe
-    assert "[redacted]" in safe
-
-
-def test_error_message_is_one_line_of_at_most_500_characters():
-    # Given a long multi-line exception text
-    message = "Traceback line\n" + ("x" * 80 + "\n\t") * 20
-
-    # When it is made safe
-    safe = sync_outcome.safe_error_message(message)
-
-    # Then it is a single line capped at 500 characters, marked as cut
-    assert "\n" not in safe and "\t" not in safe
-    assert len(safe) == 500
-    assert safe.endswith("…")
-    assert safe.startswith("Traceback line x")
-
-
-def test_short_error_message_is_kept_as_is():
-    assert sync_outcome.safe_error_message("404 Not Found") == "404 Not Found"
 
 
 # -- team scoping ----------------------------------------------------------------------------

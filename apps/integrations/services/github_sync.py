@@ -39,7 +39,7 @@ held the whole listing is trusted that way: behind a full page, an edit would no
 Watermark and checkpoint
 ------------------------
 ``sync_watermark`` is where the next pass starts. It is always a GitHub ``updated_at`` value,
-never our clock: the seed's ``last_sync_at = now()`` after fetching loses every edit made
+never our clock: the original design's ``last_sync_at = now()`` after fetching loses every edit made
 between the last listing request and ``now()``. ``sync_checkpoint`` is the position of an
 unfinished pass, written in the same transaction as the page it follows, so a pass killed
 anywhere (rate limit, exception, SIGKILL) resumes with at most one page listed again, and the
@@ -63,6 +63,7 @@ from apps.integrations.models import TrackedRepository
 from apps.integrations.services.github_client import (
     GitHubClient,
     GitHubDeepPaginationError,
+    GitHubError,
     GitHubNotFound,
     IssuesPage,
     client_for_integration,
@@ -416,10 +417,10 @@ def _fetch_changed(
                 continue
             fetched.append(PullRequestData.from_rest(data))
             result.details_fetched += 1
-    except BaseException:
-        # What was fetched before the error (a rate limit mid-page) is correct data: keep it,
-        # so the page listed again next time costs no detail request for these PRs. The
-        # checkpoint does not move.
+    except GitHubError:
+        # What was fetched before GitHub refused (a rate limit mid-page) is correct data: keep
+        # it, so the page listed again next time costs no detail request for these PRs. The
+        # checkpoint does not move. (An interruption writes nothing.)
         result.prs_upserted += pull_requests_upsert(
             tracked_repo=tracked_repo, pull_requests=fetched
         )

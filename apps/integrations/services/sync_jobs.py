@@ -1,7 +1,16 @@
-"""A sync as the task layer runs it: load, check, take the lease, sync a bounded slice.
+"""A sync as workers and ``manage.py sync_repo`` both run it: load, check, take the lease,
+record ``syncing``, sync (a bounded slice for workers, everything for the CLI), record the
+outcome.
 
 Knows nothing about Dramatiq: it returns what should happen next (done, continue, wait,
-nothing) and lets GitHub's typed errors propagate; ``tasks.py`` turns that into messages.
+nothing) and lets GitHub's typed errors propagate; ``tasks.py`` turns outcomes into messages,
+and errors are recorded by whoever decides whether they are final (the Dramatiq middleware,
+after the Retries middleware decided; the CLI at once).
+
+Interruptions (Ctrl-C, Dramatiq's ``TimeLimitExceeded``/``Shutdown``, a lost lease) stop a
+sync without writing anything: not the outcome, not the lease. A row left ``syncing`` by an
+interrupted sync keeps a lease that lapses (or, on the same machine, whose holder is gone),
+and the next sync resumes from the checkpoint the last committed page saved.
 """
 
 from __future__ import annotations
@@ -9,72 +18,76 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
-
-from django.conf import settings
+from typing import Literal
 
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services.github_sync import SyncResult, repository_sync
+from apps.integrations.services import sync_outcome
+from apps.integrations.services.github_sync import (
+    ProgressCallback,
+    SyncResult,
+    repository_sync,
+)
 from apps.integrations.services.sync_lease import LeaseLost, lease_acquire, lease_holder
 
 logger = logging.getLogger(__name__)
 
-Action = Literal["synced", "continue", "wait", "dropped", "skipped"]
+Action = Literal["synced", "continue", "wait", "dropped", "lease_lost", "skipped"]
 
 
 @dataclass(frozen=True)
 class SyncJobOutcome:
     """``synced``: a pass finished. ``continue``: the slice ended, checkpoint saved, more to
-    do. ``wait``: an older sync holds the lease until ``wait_until``. ``dropped``: a newer
-    sync holds it and covers this request. ``skipped``: nothing to sync (missing, inactive or
-    disconnected)."""
+    do. ``wait``: an older sync holds the lease until ``wait_until`` (None: try again at
+    once). ``dropped``: a newer sync holds it and covers this request. ``lease_lost``: another
+    sync took the lease over mid-sync; this one stopped without writing. ``skipped``: nothing
+    to sync (``reason``: missing, inactive or disconnected)."""
 
     action: Action
     reason: str = ""
     result: SyncResult | None = None
     wait_until: datetime | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"action": self.action}
-        if self.reason:
-            data["reason"] = self.reason
-        if self.result is not None:
-            data["summary"] = self.result.summary()
-            data["requests"] = self.result.requests_used
-        if self.wait_until is not None:
-            data["wait_until"] = self.wait_until.isoformat()
-        return data
-
 
 def syncable_repository(tracked_repo_id: int) -> tuple[TrackedRepository | None, str]:
     """The repository if a sync should run for it, else None and why not."""
     repo = (
-        TrackedRepository.objects.select_related("integration", "team")
+        TrackedRepository.objects.syncable()
+        .select_related("integration", "team")
         .filter(pk=tracked_repo_id)
         .first()
     )
-    if repo is None:
+    if repo is not None:
+        return repo, ""
+    # Only to say why in the log and to the CLI; the decision was the query above.
+    is_active = (
+        TrackedRepository.objects.filter(pk=tracked_repo_id)
+        .values_list("is_active", flat=True)
+        .first()
+    )
+    if is_active is None:
         return None, "missing"
-    if not repo.is_active:
-        return None, "inactive"
-    if not repo.integration.is_connected:
-        return None, "disconnected"
-    return repo, ""
+    return None, "inactive" if not is_active else "disconnected"
 
 
 def repository_sync_job(
     *,
     tracked_repo_id: int,
     requested_at: datetime | None,
+    time_budget: float | None,
     request_id: str = "",
     full: bool = False,
-    time_budget: float | None = None,
+    days_back: int | None = None,
+    all_history: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> SyncJobOutcome:
-    """Run one bounded slice of a sync of ``tracked_repo_id``, under its lease.
+    """Sync ``tracked_repo_id`` under its lease: one slice of at most ``time_budget`` seconds
+    (None: to the end), recording ``syncing`` and then ``idle`` or ``queued``.
 
     ``requested_at`` is when the request (message) was made; it decides between dropping and
-    waiting when another sync holds the lease (see ``sync_lease``). ``request_id`` lets a
-    retried full sync resume its own pass. GitHub errors propagate.
+    waiting when another sync holds the lease (see ``sync_lease``); None (the CLI) always
+    waits. ``request_id`` lets a retried full sync resume its own pass. ``full``,
+    ``days_back`` and ``all_history`` are ``repository_sync``'s. GitHub errors propagate,
+    unrecorded.
     """
     repo, why_not = syncable_repository(tracked_repo_id)
     if repo is None:
@@ -85,27 +98,38 @@ def repository_sync_job(
     if lease is None:
         holder = lease_holder(tracked_repo=repo)
         if holder is None:  # released between the two queries: just try again
-            return SyncJobOutcome("wait", "lease released meanwhile", wait_until=None)
+            return SyncJobOutcome("wait", "lease released meanwhile")
         # A full resync must not ride on an incremental one that happens to be running.
         if requested_at is not None and holder.taken_at >= requested_at and not full:
             logger.info("repo_sync.dropped", extra={"repo_id": repo.pk})
             return SyncJobOutcome("dropped", "a sync that started later is running")
         return SyncJobOutcome("wait", "an earlier sync is running", wait_until=holder.expires_at)
 
-    with lease:
-        try:
-            result = repository_sync(
-                tracked_repo=repo,
-                full=full,
-                request_id=request_id,
-                time_budget=(
-                    settings.SYNC_MESSAGE_TIME_BUDGET_SECONDS
-                    if time_budget is None
-                    else time_budget
-                ),
-                heartbeat=lease.renew,
-            )
-        except LeaseLost:
-            logger.warning("repo_sync.lease_lost", extra={"repo_id": repo.pk})
-            return SyncJobOutcome("dropped", "lease lost to another sync")
+    try:
+        sync_outcome.repository_sync_started(tracked_repo=repo)
+        result = repository_sync(
+            tracked_repo=repo,
+            full=full,
+            days_back=days_back,
+            all_history=all_history,
+            request_id=request_id,
+            time_budget=time_budget,
+            heartbeat=lease.renew,
+            progress=progress,
+        )
+    except LeaseLost:
+        # Nothing to release: the lease is another sync's now.
+        logger.warning("repo_sync.lease_lost", extra={"repo_id": repo.pk})
+        return SyncJobOutcome("lease_lost", "another sync took the lease over")
+    except Exception:
+        # A failure this sync raised itself (GitHub, the database): let the next sync start
+        # at once. Interruptions (BaseException) are not caught: nothing is written then.
+        lease.release()
+        raise
+
+    if result.complete:
+        sync_outcome.repository_sync_succeeded(tracked_repo=repo)
+    else:
+        sync_outcome.repository_sync_queued(tracked_repo_ids=[repo.pk])
+    lease.release()
     return SyncJobOutcome("synced" if result.complete else "continue", result=result)

@@ -24,7 +24,6 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
 
 from django.conf import settings
 from django.db.models import Q
@@ -47,7 +46,7 @@ class LeaseHolder:
 
 
 class Lease:
-    """A held lease. ``renew()`` as work progresses; ``release()`` (or ``with``) when done."""
+    """A held lease. ``renew()`` as work progresses; ``release()`` when done."""
 
     # Renewing on every request would be a write per GitHub call; a third of the lease keeps
     # a safe margin for one slow request between renewals.
@@ -74,17 +73,6 @@ class Lease:
         TrackedRepository.objects.filter(
             pk=self.tracked_repo_id, sync_lease_owner=self.owner
         ).update(sync_lease_owner="", sync_lease_taken_at=None, sync_lease_expires_at=None)
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 def new_owner_id() -> str:

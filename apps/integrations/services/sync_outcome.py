@@ -1,8 +1,10 @@
 """The one place that records a sync's outcome on ``TrackedRepository``.
 
 ``sync_status``, ``last_sync_error`` and ``last_sync_at`` are written here and nowhere else;
-the CLI calls these services today and the task layer's middleware calls them too. Writes are
-``UPDATE``s of those columns only, so they never clobber the checkpoint a running sync saves.
+they are called where each outcome happens: the sync job (started, finished, continued), the
+actor (deferred for a rate limit), and for errors whoever decides they are final (the Dramatiq
+middleware after the Retries middleware, or the CLI). Writes are ``UPDATE``s of those columns
+only, so they never clobber the checkpoint a running sync saves.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.integrations.models import GitHubIntegration, IntegrationCredential, TrackedRepository
+from apps.integrations.services import rate_limits
 from apps.integrations.services.github_client import (
     GitHubError,
     GitHubRateLimited,
@@ -57,6 +61,14 @@ def _set(repo_ids: Iterable[int], **fields: object) -> int:
     return TrackedRepository.objects.filter(pk__in=list(repo_ids)).update(**fields)
 
 
+def _set_unless_syncing(repo_id: int, **fields: object) -> int:
+    """Record a failure unless a sync holds the repository's lease right now: that is a
+    newer sync (a retry already running, another request), and its outcome comes later."""
+    now = timezone.now()
+    free = Q(sync_lease_expires_at__isnull=True) | Q(sync_lease_expires_at__lte=now)
+    return TrackedRepository.objects.filter(free, pk=repo_id).update(**fields)
+
+
 def repository_sync_queued(*, tracked_repo_ids: Iterable[int]) -> int:
     return _set(tracked_repo_ids, sync_status=Status.QUEUED)
 
@@ -74,26 +86,27 @@ def repository_sync_succeeded(*, tracked_repo: TrackedRepository) -> None:
     tracked_repo.last_sync_at = now
 
 
-def repository_sync_rate_limited(*, tracked_repo: TrackedRepository, retry_at: datetime) -> None:
+def repository_sync_rate_limited(*, tracked_repo_id: int, retry_at: datetime) -> str:
+    """GitHub refused for a rate limit; the sync resumes at ``retry_at``."""
     message = rate_limited_message(retry_at)
-    _set([tracked_repo.pk], sync_status=Status.RATE_LIMITED, last_sync_error=message)
-    tracked_repo.sync_status, tracked_repo.last_sync_error = Status.RATE_LIMITED, message
+    _set([tracked_repo_id], sync_status=Status.RATE_LIMITED, last_sync_error=message)
     logger.info(
         "repo_sync.rate_limited",
-        extra={"repo_id": tracked_repo.pk, "reset_at": retry_at.isoformat()},
+        extra={"repo_id": tracked_repo_id, "retry_at": retry_at.isoformat()},
     )
+    return message
 
 
 def repository_sync_retrying(*, tracked_repo: TrackedRepository, message: str) -> None:
     """A transient failure that will be retried: back in the queue, with the reason shown."""
     text = safe_error_message(message)
-    _set([tracked_repo.pk], sync_status=Status.QUEUED, last_sync_error=text)
+    _set_unless_syncing(tracked_repo.pk, sync_status=Status.QUEUED, last_sync_error=text)
     tracked_repo.sync_status, tracked_repo.last_sync_error = Status.QUEUED, text
 
 
 def repository_sync_failed(*, tracked_repo: TrackedRepository, message: str) -> None:
     text = safe_error_message(message)
-    _set([tracked_repo.pk], sync_status=Status.ERROR, last_sync_error=text)
+    _set_unless_syncing(tracked_repo.pk, sync_status=Status.ERROR, last_sync_error=text)
     tracked_repo.sync_status, tracked_repo.last_sync_error = Status.ERROR, text
     logger.warning("repo_sync.failed", extra={"repo_id": tracked_repo.pk, "error": text})
 
@@ -128,7 +141,10 @@ def integration_reconnected(*, integration: GitHubIntegration) -> int:
 def repository_sync_error(*, tracked_repo: TrackedRepository, error: GitHubError) -> None:
     """Record a GitHub error as the outcome of a sync of ``tracked_repo``."""
     if isinstance(error, GitHubRateLimited):
-        repository_sync_rate_limited(tracked_repo=tracked_repo, retry_at=error.retry_at)
+        message = repository_sync_rate_limited(
+            tracked_repo_id=tracked_repo.pk, retry_at=rate_limits.earliest_retry(error)
+        )
+        tracked_repo.sync_status, tracked_repo.last_sync_error = Status.RATE_LIMITED, message
     elif isinstance(error, GitHubUnauthorized):
         integration_credentials_rejected(integration=tracked_repo.integration)
         tracked_repo.sync_status, tracked_repo.last_sync_error = Status.ERROR, CREDENTIALS_REJECTED

@@ -6,17 +6,16 @@ from django.core.management.base import CommandParser
 
 from apps.integrations.management.commands._base import EXIT_TEMPFAIL, OperatorCommand
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services import sync_outcome
+from apps.integrations.services import rate_limits, sync_outcome
 from apps.integrations.services.github_client import (
     GitHubError,
-    GitHubNotConnected,
     GitHubRateLimited,
     GitHubTransientError,
     GitHubUnauthorized,
     format_github_time,
 )
-from apps.integrations.services.github_sync import SyncResult, repository_sync
-from apps.integrations.services.sync_lease import LeaseLost, lease_acquire, lease_holder
+from apps.integrations.services.github_sync import SyncResult
+from apps.integrations.services.sync_jobs import repository_sync_job
 
 
 class Command(OperatorCommand):
@@ -45,74 +44,77 @@ class Command(OperatorCommand):
         if days_back is not None and options["all_history"]:
             self.fail("--days-back and --all-history exclude each other")
         tracked_repo = self._find(options["full_name"], options["team"])
-        lease = lease_acquire(tracked_repo=tracked_repo)
-        if lease is None:
-            holder = lease_holder(tracked_repo=tracked_repo)
-            until = format_github_time(holder.expires_at) if holder else "soon"
-            self.fail(
-                f"{tracked_repo.full_name} is being synced by another process "
-                f"(its lease runs until {until}); try again later",
-                code=EXIT_TEMPFAIL,
-            )
-        with lease:
-            self._sync(tracked_repo, options, days_back, heartbeat=lease.renew)
-
-    def _sync(self, tracked_repo, options, days_back, *, heartbeat) -> None:
-        sync_outcome.repository_sync_started(tracked_repo=tracked_repo)
-        partial = SyncResult(full_name=tracked_repo.full_name, kind="incremental")
+        name = tracked_repo.full_name
+        partial = SyncResult(full_name=name, kind="incremental")
 
         def progress(result: SyncResult) -> None:
             nonlocal partial
             partial = result
             self.progress(
-                f"{result.full_name}: page {result.pages}, {result.prs_upserted} PRs upserted, "
+                f"{name}: page {result.pages}, {result.prs_upserted} PRs upserted, "
                 f"{result.requests_used} requests"
             )
 
         try:
-            result = repository_sync(
-                tracked_repo=tracked_repo,
+            outcome = repository_sync_job(
+                tracked_repo_id=tracked_repo.pk,
+                requested_at=None,
+                time_budget=None,
                 full=options["full"] or days_back is not None,
                 days_back=days_back,
                 all_history=options["all_history"],
-                heartbeat=heartbeat,
                 progress=progress,
             )
-        except GitHubNotConnected as exc:
-            sync_outcome.repository_sync_failed(tracked_repo=tracked_repo, message=str(exc))
-            self.fail(str(exc))
-        except GitHubRateLimited as exc:
-            sync_outcome.repository_sync_error(tracked_repo=tracked_repo, error=exc)
-            self.fail(
-                f"{tracked_repo.full_name}: GitHub "
-                f"{sync_outcome.rate_limited_message(exc.retry_at)}; "
-                f"progress is saved ({partial.prs_upserted} PRs upserted this run), "
-                "run sync_repo again after the reset",
-                code=EXIT_TEMPFAIL,
-            )
-        except GitHubUnauthorized as exc:
-            sync_outcome.repository_sync_error(tracked_repo=tracked_repo, error=exc)
-            self.fail(f"{tracked_repo.full_name}: {sync_outcome.CREDENTIALS_REJECTED}")
-        except GitHubTransientError as exc:
-            sync_outcome.repository_sync_error(tracked_repo=tracked_repo, error=exc)
-            self.fail(f"{tracked_repo.full_name}: {exc}; try again later", code=EXIT_TEMPFAIL)
-        except GitHubError as exc:
-            sync_outcome.repository_sync_error(tracked_repo=tracked_repo, error=exc)
-            self.fail(f"{tracked_repo.full_name}: {exc}")
-        except LeaseLost:
-            self.fail(
-                f"{tracked_repo.full_name}: another process took over the sync; progress is saved",
-                code=EXIT_TEMPFAIL,
-            )
+        except GitHubError as error:
+            # No retries here: the operator runs the command again, so every error is final.
+            sync_outcome.repository_sync_error(tracked_repo=tracked_repo, error=error)
+            message, code = self._explain(error, partial)
+            self.fail(f"{name}: {message}", code=code)
         except KeyboardInterrupt:
-            sync_outcome.repository_sync_failed(
-                tracked_repo=tracked_repo,
-                message="interrupted; the next sync resumes from its checkpoint",
-            )
+            # Nothing was written after the interruption; the last committed page's checkpoint
+            # is where the next run resumes.
             self.fail("interrupted; progress is saved", code=130)
 
-        sync_outcome.repository_sync_succeeded(tracked_repo=tracked_repo)
-        self.stdout.write(result.summary())
+        if outcome.action == "skipped":
+            self.fail(f"{name}: {self._not_syncable(tracked_repo, outcome.reason)}")
+        if outcome.action == "lease_lost":
+            self.fail(
+                f"{name}: another process took over the sync; progress is saved", code=EXIT_TEMPFAIL
+            )
+        if outcome.action != "synced":
+            until = format_github_time(outcome.wait_until) if outcome.wait_until else "soon"
+            self.fail(
+                f"{name} is being synced by another process "
+                f"(its lease runs until {until}); try again later",
+                code=EXIT_TEMPFAIL,
+            )
+        assert outcome.result is not None
+        self.stdout.write(outcome.result.summary())
+
+    @staticmethod
+    def _explain(error: GitHubError, partial: SyncResult) -> tuple[str, int]:
+        """The error line (after the repository's name) and the exit code for ``error``."""
+        if isinstance(error, GitHubRateLimited):
+            until = sync_outcome.rate_limited_message(rate_limits.earliest_retry(error))
+            return (
+                f"GitHub {until}; progress is saved ({partial.prs_upserted} PRs upserted this "
+                "run), run sync_repo again after the reset",
+                EXIT_TEMPFAIL,
+            )
+        if isinstance(error, GitHubUnauthorized):
+            return sync_outcome.CREDENTIALS_REJECTED, 1
+        if isinstance(error, GitHubTransientError):
+            return f"{error}; try again later", EXIT_TEMPFAIL
+        return str(error), 1
+
+    @staticmethod
+    def _not_syncable(tracked_repo: TrackedRepository, reason: str) -> str:
+        if reason == "inactive":
+            return "the repository is inactive (untracked); reactivate it in the admin to sync it"
+        return (
+            f"the GitHub integration of team {tracked_repo.team.slug!r} is disconnected; "
+            "reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
+        )
 
     def _find(self, full_name: str, team: str | None) -> TrackedRepository:
         matches = TrackedRepository.objects.select_related("team", "integration").named(full_name)
