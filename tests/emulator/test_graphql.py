@@ -285,12 +285,35 @@ def test_malformed_body_is_400_problems_parsing_json(emu: GitHubEmulator):
 
 
 def test_syntax_error_is_200_with_parse_error_and_no_charge(emu: GitHubEmulator, gh: github.Github):
-    status, headers, body = post_graphql(gh, "query { rateLimit { cost } ")
+    status, headers, body = post_graphql(gh, "query { rateLimit { cost } } }")
 
     assert status == 200
-    assert "data" not in body
-    assert body["errors"][0]["message"].startswith("Parse error")
+    assert body == {
+        "errors": [
+            {
+                "locations": [{"line": 1, "column": 30}],
+                "message": 'Parse error on "}" (RCURLY) at [1, 30]',
+            }
+        ]
+    }
     assert headers["x-ratelimit-remaining"] == "5000"
+
+
+def test_truncated_document_is_unexpected_end_of_document_without_location(
+    emu: GitHubEmulator, gh: github.Github
+):
+    for truncated in ("query { rateLimit { cost } ", ""):
+        status, headers, body = post_graphql(gh, truncated)
+
+        assert status == 200
+        assert body == {"errors": [{"message": "Unexpected end of document"}]}
+        assert headers["x-ratelimit-remaining"] == "5000"
+
+
+def test_empty_selection_is_a_parse_error(emu: GitHubEmulator, gh: github.Github):
+    _, _, body = post_graphql(gh, "query { viewer { } }")
+
+    assert body["errors"][0]["message"] == 'Parse error on "}" (RCURLY) at [1, 18]'
 
 
 def test_unknown_field_is_a_validation_error_without_data(emu: GitHubEmulator, gh: github.Github):
