@@ -326,6 +326,52 @@ def test_unknown_field_is_a_validation_error_without_data(emu: GitHubEmulator, g
     assert body["errors"][0]["message"] == "Field 'mergeable' doesn't exist on type 'PullRequest'"
 
 
+def test_unknown_field_in_a_fragment_has_the_fragment_path(emu: GitHubEmulator, gh: github.Github):
+    query = pulls_query([1, 2]).replace("mergedAt", "mergedAt mergeable")
+
+    _, _, body = post_graphql(gh, query, {"owner": "acme", "name": "widgets"})
+
+    assert body["errors"] == [
+        {
+            "path": ["fragment PullRequestDetail", "mergeable"],
+            "extensions": {
+                "code": "undefinedField",
+                "typeName": "PullRequest",
+                "fieldName": "mergeable",
+            },
+            "locations": [{"line": 8, "column": 79}],  # reported once, not per alias
+            "message": "Field 'mergeable' doesn't exist on type 'PullRequest'",
+        }
+    ]
+
+
+def test_other_validation_errors_are_200_without_data_or_charge(
+    emu: GitHubEmulator, gh: github.Github
+):
+    for query in ("query { viewer }", "query($x: Int) { viewer { login } }", "mutation { x }"):
+        status, headers, body = post_graphql(gh, query)
+
+        assert status == 200
+        assert set(body) == {"errors"}
+        assert body["errors"][0]["message"] and body["errors"][0]["locations"]
+        assert headers["x-ratelimit-remaining"] == "5000"
+
+
+def test_author_fields_of_a_user_fragment_are_served(emu: GitHubEmulator, gh: github.Github):
+    emu.add_pull(REPO, author="alice")
+    query = """{ repository(owner: "acme", name: "widgets") { pullRequest(number: 1) {
+        author { __typename login ... on User { databaseId } } } } }"""
+
+    _, _, body = post_graphql(gh, query)
+
+    author = body["data"]["repository"]["pullRequest"]["author"]
+    assert author == {
+        "__typename": "User",
+        "login": "alice",
+        "databaseId": emu.user_for("alice").id,
+    }
+
+
 def test_missing_variable_is_reported(emu: GitHubEmulator, gh: github.Github):
     status, _, body = post_graphql(gh, pulls_query([1]), {"owner": "acme"})
 
@@ -333,6 +379,8 @@ def test_missing_variable_is_reported(emu: GitHubEmulator, gh: github.Github):
     assert body["errors"][0]["message"] == (
         "Variable $name of type String! was provided invalid value"
     )
+    assert body["errors"][0]["extensions"]["value"] is None
+    assert "data" not in body
 
 
 def test_pygithub_graphql_query_loses_all_data_on_one_missing_alias(
