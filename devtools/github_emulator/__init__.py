@@ -1,4 +1,4 @@
-"""A local GitHub REST API emulator (standard library only, no Django).
+"""A local GitHub REST API emulator (standard library and graphql-core, no Django).
 
 PyGithub talks to it over real loopback HTTP exactly like it talks to api.github.com::
 

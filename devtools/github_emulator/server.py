@@ -62,7 +62,8 @@ class RequestRecord:
     headers: dict[str, str] = field(default_factory=dict)  # request headers, lower-cased names
     request_id: str = ""
     # GraphQL requests (path "/graphql"): the pullRequest(number:) values asked for, in query
-    # order (one per alias; filled before hooks run), and the points charged (0 if none).
+    # order (one per alias; filled before hooks run; none for a rejected document), and the
+    # points charged (0 if none).
     graphql_numbers: list[int] = field(default_factory=list)
     graphql_cost: int = 0
 

@@ -33,11 +33,18 @@ def post_graphql(
     return status, headers, json.loads(text)
 
 
+def with_rate_limit(query: str) -> str:
+    """``query`` also asking for GitHub's ``rateLimit`` object, which the client does not read."""
+    rate_limit = "rateLimit { cost remaining resetAt limit used nodeCount }"
+    return query.replace("{\n", f"{{\n  {rate_limit}\n", 1)
+
+
 def fetch_pulls(
-    gh: github.Github, numbers: list[int], repo: str = REPO
+    gh: github.Github, numbers: list[int], repo: str = REPO, rate_limit: bool = False
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     owner, name = repo.split("/")
-    return post_graphql(gh, pulls_query(numbers), {"owner": owner, "name": name})
+    query = with_rate_limit(pulls_query(numbers)) if rate_limit else pulls_query(numbers)
+    return post_graphql(gh, query, {"owner": owner, "name": name})
 
 
 def rest_pull(gh: github.Github, number: int) -> dict[str, Any]:
@@ -87,13 +94,13 @@ def test_hundred_aliases_cost_one_graphql_point_and_no_rest_budget(
 ):
     emu.generate_pulls(REPO, count=100)
 
-    status, headers, body = fetch_pulls(gh, list(range(1, 101)))
+    status, headers, body = fetch_pulls(gh, list(range(1, 101)), rate_limit=True)
 
     assert status == 200
     assert len(body["data"]["repository"]) == 100
-    assert body["data"]["rateLimit"]["cost"] == 1
-    assert body["data"]["rateLimit"]["remaining"] == 4999
-    assert body["data"]["rateLimit"]["limit"] == 5000
+    rate = body["data"]["rateLimit"]
+    assert (rate["cost"], rate["remaining"], rate["limit"], rate["used"]) == (1, 4999, 5000, 1)
+    assert set(rate) == {"cost", "remaining", "resetAt", "limit", "used", "nodeCount"}
     assert headers["x-ratelimit-resource"] == "graphql"
     assert headers["x-ratelimit-remaining"] == "4999"
     assert headers["x-ratelimit-used"] == "1"
@@ -130,11 +137,11 @@ def test_missing_alias_is_null_with_not_found_error_while_others_keep_data(
             "Could not resolve to a PullRequest with the number of 99.",
         ),
     ]
-    assert body["errors"][0]["locations"] == [{"line": 5, "column": 5}]
+    assert body["errors"][0]["locations"] == [{"line": 4, "column": 5}]
 
 
 def test_unknown_repository_is_null_with_not_found_error(emu: GitHubEmulator, gh: github.Github):
-    status, _, body = fetch_pulls(gh, [1], repo="acme/nothing")
+    status, _, body = fetch_pulls(gh, [1], repo="acme/nothing", rate_limit=True)
 
     assert status == 200
     assert body["data"]["repository"] is None
@@ -278,12 +285,35 @@ def test_malformed_body_is_400_problems_parsing_json(emu: GitHubEmulator):
 
 
 def test_syntax_error_is_200_with_parse_error_and_no_charge(emu: GitHubEmulator, gh: github.Github):
-    status, headers, body = post_graphql(gh, "query { rateLimit { cost } ")
+    status, headers, body = post_graphql(gh, "query { rateLimit { cost } } }")
 
     assert status == 200
-    assert "data" not in body
-    assert body["errors"][0]["message"].startswith("Parse error")
+    assert body == {
+        "errors": [
+            {
+                "locations": [{"line": 1, "column": 30}],
+                "message": 'Parse error on "}" (RCURLY) at [1, 30]',
+            }
+        ]
+    }
     assert headers["x-ratelimit-remaining"] == "5000"
+
+
+def test_truncated_document_is_unexpected_end_of_document_without_location(
+    emu: GitHubEmulator, gh: github.Github
+):
+    for truncated in ("query { rateLimit { cost } ", ""):
+        status, headers, body = post_graphql(gh, truncated)
+
+        assert status == 200
+        assert body == {"errors": [{"message": "Unexpected end of document"}]}
+        assert headers["x-ratelimit-remaining"] == "5000"
+
+
+def test_empty_selection_is_a_parse_error(emu: GitHubEmulator, gh: github.Github):
+    _, _, body = post_graphql(gh, "query { viewer { } }")
+
+    assert body["errors"][0]["message"] == 'Parse error on "}" (RCURLY) at [1, 18]'
 
 
 def test_unknown_field_is_a_validation_error_without_data(emu: GitHubEmulator, gh: github.Github):
@@ -296,6 +326,52 @@ def test_unknown_field_is_a_validation_error_without_data(emu: GitHubEmulator, g
     assert body["errors"][0]["message"] == "Field 'mergeable' doesn't exist on type 'PullRequest'"
 
 
+def test_unknown_field_in_a_fragment_has_the_fragment_path(emu: GitHubEmulator, gh: github.Github):
+    query = pulls_query([1, 2]).replace("mergedAt", "mergedAt mergeable")
+
+    _, _, body = post_graphql(gh, query, {"owner": "acme", "name": "widgets"})
+
+    assert body["errors"] == [
+        {
+            "path": ["fragment PullRequestDetail", "mergeable"],
+            "extensions": {
+                "code": "undefinedField",
+                "typeName": "PullRequest",
+                "fieldName": "mergeable",
+            },
+            "locations": [{"line": 8, "column": 79}],  # reported once, not per alias
+            "message": "Field 'mergeable' doesn't exist on type 'PullRequest'",
+        }
+    ]
+
+
+def test_other_validation_errors_are_200_without_data_or_charge(
+    emu: GitHubEmulator, gh: github.Github
+):
+    for query in ("query { viewer }", "query($x: Int) { viewer { login } }", "mutation { x }"):
+        status, headers, body = post_graphql(gh, query)
+
+        assert status == 200
+        assert set(body) == {"errors"}
+        assert body["errors"][0]["message"] and body["errors"][0]["locations"]
+        assert headers["x-ratelimit-remaining"] == "5000"
+
+
+def test_author_fields_of_a_user_fragment_are_served(emu: GitHubEmulator, gh: github.Github):
+    emu.add_pull(REPO, author="alice")
+    query = """{ repository(owner: "acme", name: "widgets") { pullRequest(number: 1) {
+        author { __typename login ... on User { databaseId } } } } }"""
+
+    _, _, body = post_graphql(gh, query)
+
+    author = body["data"]["repository"]["pullRequest"]["author"]
+    assert author == {
+        "__typename": "User",
+        "login": "alice",
+        "databaseId": emu.user_for("alice").id,
+    }
+
+
 def test_missing_variable_is_reported(emu: GitHubEmulator, gh: github.Github):
     status, _, body = post_graphql(gh, pulls_query([1]), {"owner": "acme"})
 
@@ -303,6 +379,8 @@ def test_missing_variable_is_reported(emu: GitHubEmulator, gh: github.Github):
     assert body["errors"][0]["message"] == (
         "Variable $name of type String! was provided invalid value"
     )
+    assert body["errors"][0]["extensions"]["value"] is None
+    assert "data" not in body
 
 
 def test_pygithub_graphql_query_loses_all_data_on_one_missing_alias(
