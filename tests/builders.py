@@ -48,11 +48,12 @@ def is_detail_request(request) -> bool:
     return "/pulls/" in request.path or request.path.endswith("/graphql")
 
 
-def detail_fetches(emulator) -> list[int]:
-    """Numbers of the PRs whose details GitHub served (REST or GraphQL), in request order."""
+def detail_fetches(emulator, *, after: int = 0) -> list[int]:
+    """Numbers of the PRs whose details GitHub served (REST or GraphQL), in request order;
+    ``after``: only requests with a later sequence number."""
     numbers: list[int] = []
     for request in emulator.requests:
-        if request.status != 200:
+        if request.status != 200 or request.seq <= after:
             continue
         if "/pulls/" in request.path:
             numbers.append(int(request.path.rsplit("/", 1)[1]))
@@ -91,3 +92,27 @@ def connected_team(slug: str, *, token: str | None = None, repos: int = 1) -> Gi
             html_url=f"https://github.com/{repo.full_name}/pull/1",
         )
     return integration
+
+
+def assert_matches_github(emulator, repo: TrackedRepository, *, since=None) -> None:
+    """The database holds exactly GitHub's pull requests of ``repo`` updated at or after
+    ``since`` (default: all of them): none missing, none stale, none extra."""
+    truth = {
+        item.number: item
+        for item in emulator.items(repo.full_name)
+        if item.kind == "pull" and (since is None or item.updated_at >= since)
+    }
+    rows = {row.number: row for row in PullRequest.objects.filter(tracked_repo=repo)}
+    missing = sorted(set(truth) - set(rows))
+    extra = sorted(set(rows) - set(truth))
+    stale = sorted(
+        number
+        for number, row in rows.items()
+        if number in truth
+        and (
+            row.github_updated_at != truth[number].updated_at
+            or row.title != truth[number].title
+            or row.github_id != truth[number].id
+        )
+    )
+    assert (missing, stale, extra) == ([], [], []), "missing, stale, extra PR numbers"

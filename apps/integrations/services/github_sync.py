@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -156,6 +156,7 @@ def repository_sync(
     max_pages: int | None = None,
     time_budget: float | None = None,
     heartbeat: Callable[[], None] | None = None,
+    fence: Callable[[], None] | None = None,
     progress: ProgressCallback | None = None,
     client: GitHubClient | None = None,
     request_id: str = "",
@@ -168,7 +169,10 @@ def repository_sync(
     ``max_pages`` and ``time_budget`` (seconds) bound the work: past either, the pass stops
     after the page in progress with ``complete=False`` and its checkpoint saved, to be
     continued by the next call. ``heartbeat`` is called after every GitHub answer (the task
-    layer renews its lease there; raising from it aborts the sync). ``request_id`` names the
+    layer renews its lease there; raising from it aborts the sync). ``fence`` is called first
+    inside every write transaction (PR rows, checkpoint, watermark, ETag): the task layer
+    confirms it still holds the lease there, and raising rolls the write back and aborts the
+    sync. ``request_id`` names the
     request: a full sync asked again by the same request (a retried or redelivered message)
     resumes the pass it started instead of starting over.
 
@@ -210,8 +214,10 @@ def repository_sync(
             "since": checkpoint.since.isoformat(),
         },
     )
+    writer = _Writer(tracked_repo=tracked_repo, fence=fence)
     try:
         _run_pass(
+            writer=writer,
             client=client,
             tracked_repo=tracked_repo,
             checkpoint=checkpoint,
@@ -233,6 +239,7 @@ def repository_sync(
 
 def _run_pass(
     *,
+    writer: _Writer,
     client: GitHubClient,
     tracked_repo: TrackedRepository,
     checkpoint: Checkpoint,
@@ -247,7 +254,7 @@ def _run_pass(
         out_of_pages = max_pages is not None and pages_this_call >= max_pages
         out_of_time = deadline is not None and pages_this_call and time.monotonic() >= deadline
         if out_of_pages or out_of_time:
-            _save_position(tracked_repo, checkpoint=checkpoint)
+            writer.write(checkpoint=checkpoint)
             return
         try:
             page = client.list_issues_page(
@@ -279,25 +286,18 @@ def _run_pass(
 
         items = page.items
         changed = _fetch_changed(
-            client=client, tracked_repo=tracked_repo, items=items, result=result
+            writer=writer, client=client, tracked_repo=tracked_repo, items=items, result=result
         )
         position = _next_position(client, tracked_repo, checkpoint, page)
         # The page's rows and the position after it commit together: a pass killed at any
         # point resumes from the last committed page, never past unstored data.
-        with transaction.atomic():
-            result.prs_upserted += pull_requests_upsert(
-                tracked_repo=tracked_repo, pull_requests=changed
+        if position.watermark is not None:
+            result.prs_upserted += writer.write(
+                changed, checkpoint=None, watermark=position.watermark, etag=position.etag
             )
-            if position.watermark is not None:
-                _save_position(
-                    tracked_repo,
-                    checkpoint=None,
-                    watermark=position.watermark,
-                    etag=position.etag,
-                )
-                result.watermark = position.watermark
-            else:
-                _save_position(tracked_repo, checkpoint=position.checkpoint)
+            result.watermark = position.watermark
+        else:
+            result.prs_upserted += writer.write(changed, checkpoint=position.checkpoint)
         if progress is not None:
             result.requests_used = client.requests_made - requests_before
             result.duration = time.monotonic() - result.started
@@ -369,6 +369,7 @@ def _newest_update(client: GitHubClient, full_name: str, *, since: datetime) -> 
 
 def _fetch_changed(
     *,
+    writer: _Writer,
     client: GitHubClient,
     tracked_repo: TrackedRepository,
     items: list[dict[str, Any]],
@@ -421,25 +422,48 @@ def _fetch_changed(
         # What was fetched before GitHub refused (a rate limit mid-page) is correct data: keep
         # it, so the page listed again next time costs no detail request for these PRs. The
         # checkpoint does not move. (An interruption writes nothing.)
-        result.prs_upserted += pull_requests_upsert(
-            tracked_repo=tracked_repo, pull_requests=fetched
-        )
+        result.prs_upserted += writer.write(fetched)
         raise
     return fetched
 
 
-def _save_position(
-    tracked_repo: TrackedRepository,
-    *,
-    checkpoint: Checkpoint | None,
-    watermark: datetime | None = None,
-    etag: str = "",
-) -> None:
-    updates: dict[str, Any] = {"sync_checkpoint": checkpoint.to_json() if checkpoint else None}
-    if watermark is not None:
-        # The ETag belongs to the listing at this watermark and is replaced with it.
-        updates["sync_watermark"] = watermark
-        updates["sync_listing_etag"] = etag
-    TrackedRepository.objects.filter(pk=tracked_repo.pk).update(**updates)
-    for name, value in updates.items():
-        setattr(tracked_repo, name, value)
+_KEEP = object()  # write(): leave the stored position as it is
+
+
+@dataclass
+class _Writer:
+    """Every write of a pass: PR rows and the position after them, in one transaction that
+    first calls ``fence`` (see ``repository_sync``)."""
+
+    tracked_repo: TrackedRepository
+    fence: Callable[[], None] | None
+
+    def write(
+        self,
+        pull_requests: Sequence[PullRequestData] = (),
+        *,
+        checkpoint: Checkpoint | None | object = _KEEP,
+        watermark: datetime | None = None,
+        etag: str = "",
+    ) -> int:
+        """Upsert ``pull_requests`` and, unless left out, store ``checkpoint`` (None: the pass
+        is finished) and a new ``watermark`` with its listing ``etag``. Returns rows written."""
+        updates: dict[str, Any] = {}
+        if checkpoint is not _KEEP:
+            updates["sync_checkpoint"] = checkpoint.to_json() if checkpoint else None
+        if watermark is not None:
+            # The ETag belongs to the listing at this watermark and is replaced with it.
+            updates["sync_watermark"] = watermark
+            updates["sync_listing_etag"] = etag
+        if not pull_requests and not updates:
+            return 0
+        repo = self.tracked_repo
+        with transaction.atomic():
+            if self.fence is not None:
+                self.fence()
+            written = pull_requests_upsert(tracked_repo=repo, pull_requests=pull_requests)
+            if updates:
+                TrackedRepository.objects.filter(pk=repo.pk).update(**updates)
+        for name, value in updates.items():
+            setattr(repo, name, value)
+        return written

@@ -7,8 +7,10 @@ nothing) and lets GitHub's typed errors propagate; ``tasks.py`` turns outcomes i
 and errors are recorded by whoever decides whether they are final (the Dramatiq middleware,
 after the Retries middleware decided; the CLI at once).
 
-Interruptions (Ctrl-C, Dramatiq's ``TimeLimitExceeded``/``Shutdown``, a lost lease) stop a
-sync without writing anything: not the outcome, not the lease. A row left ``syncing`` by an
+Every write of the sync, its outcome included, is fenced by the lease (see ``sync_lease``):
+a sync that lost its lease while stalled writes nothing after it resumes. Interruptions
+(Ctrl-C, Dramatiq's ``TimeLimitExceeded``/``Shutdown``, a lost lease) stop a sync without
+writing anything: not the outcome, not the lease. A row left ``syncing`` by an
 interrupted sync keeps a lease that lapses (or, on the same machine, whose holder is gone),
 and the next sync resumes from the checkpoint the last committed page saved.
 """
@@ -19,6 +21,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+
+from django.db import transaction
 
 from apps.integrations.models import TrackedRepository
 from apps.integrations.services import sync_outcome
@@ -106,7 +110,9 @@ def repository_sync_job(
         return SyncJobOutcome("wait", "an earlier sync is running", wait_until=holder.expires_at)
 
     try:
-        sync_outcome.repository_sync_started(tracked_repo=repo)
+        with transaction.atomic():
+            lease.fence()
+            sync_outcome.repository_sync_started(tracked_repo=repo)
         result = repository_sync(
             tracked_repo=repo,
             full=full,
@@ -115,8 +121,16 @@ def repository_sync_job(
             request_id=request_id,
             time_budget=time_budget,
             heartbeat=lease.renew,
+            fence=lease.fence,
             progress=progress,
         )
+        # Like every write of the sync, its outcome is written only while it holds the lease.
+        with transaction.atomic():
+            lease.fence()
+            if result.complete:
+                sync_outcome.repository_sync_succeeded(tracked_repo=repo)
+            else:
+                sync_outcome.repository_sync_queued(tracked_repo_ids=[repo.pk])
     except LeaseLost:
         # Nothing to release: the lease is another sync's now.
         logger.warning("repo_sync.lease_lost", extra={"repo_id": repo.pk})
@@ -127,9 +141,5 @@ def repository_sync_job(
         lease.release()
         raise
 
-    if result.complete:
-        sync_outcome.repository_sync_succeeded(tracked_repo=repo)
-    else:
-        sync_outcome.repository_sync_queued(tracked_repo_ids=[repo.pk])
     lease.release()
     return SyncJobOutcome("synced" if result.complete else "continue", result=result)

@@ -14,18 +14,32 @@ The rule, in one place:
 
 The claim is a single conditional UPDATE, so two workers (or a worker and the CLI) cannot
 both win it, on SQLite and PostgreSQL alike, without a separate lock service.
+
+The lease is also a fence. A worker can stall past its lease (a GC pause, SIGSTOP, a VM
+stall) while another sync takes over, and then resume mid-sync. So every write of a sync runs
+in a transaction that first confirms, with a conditional UPDATE on the owner (``fence()``),
+that this sync still holds the lease; if not, the transaction rolls back with ``LeaseLost``
+and nothing of the stalled sync lands. The UPDATE also locks the row until commit, so a
+takeover cannot slip in between the check and the write.
+
+Owners are ``host/namespace:pid:random``. Whether a holder's process is gone is only judged
+when it ran in this very process namespace (same kernel boot, same PID namespace): containers
+that share a hostname have separate PID spaces, where a PID means nothing to us.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -59,6 +73,8 @@ class Lease:
         self._renewed_at = timezone.now()
 
     def renew(self, *, force: bool = False) -> None:
+        """Extend the lease (at most every third of its duration unless ``force``); raises
+        ``LeaseLost`` if another sync has taken it."""
         now = timezone.now()
         if not force and now - self._renewed_at < self.duration / self.RENEW_FRACTION:
             return
@@ -69,23 +85,48 @@ class Lease:
             raise LeaseLost(f"the sync lease of repository {self.tracked_repo_id} was lost")
         self._renewed_at = now
 
+    def fence(self) -> None:
+        """Confirm, inside the caller's transaction, that this sync still holds the lease (and
+        extend it); raises ``LeaseLost`` otherwise, which rolls the transaction back."""
+        if not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("Lease.fence() must run inside the write's transaction")
+        self.renew(force=True)
+
     def release(self) -> None:
         TrackedRepository.objects.filter(
             pk=self.tracked_repo_id, sync_lease_owner=self.owner
         ).update(sync_lease_owner="", sync_lease_taken_at=None, sync_lease_expires_at=None)
 
 
+def process_namespace() -> str:
+    """Twelve hex digits naming this kernel boot and PID namespace: two processes share it
+    exactly when a PID of one means the same process to the other. ``SYNC_HOST_ID`` overrides
+    it (tests use that to make two workers on one machine look like two machines)."""
+    override = os.environ.get("SYNC_HOST_ID", "").strip()
+    if override:
+        return override[:12]
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: no namespaces to tell apart, the host name stands in
+        boot, namespace = socket.gethostname(), ""
+    return hashlib.sha256(f"{boot}|{namespace}".encode()).hexdigest()[:12]
+
+
 def new_owner_id() -> str:
-    """``host:pid:random``: unique per sync, and says which process holds the lease."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """``host/namespace:pid:random``: unique per sync, and says which process holds it."""
+    host = socket.gethostname()[:24]
+    return f"{host}/{process_namespace()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def _holder_process_is_gone(owner: str) -> bool:
-    """True when the owner is a process on this machine that no longer exists (a SIGKILLed
-    CLI run or worker): its lease can be taken at once instead of waiting for it to lapse."""
-    host, _, rest = owner.partition(":")
+    """True when the owner is a process of our own PID namespace that no longer exists (a
+    SIGKILLed CLI run or worker): its lease can be taken at once instead of waiting for it to
+    lapse. Anywhere else a PID proves nothing, and only expiry frees the lease."""
+    where, _, rest = owner.partition(":")
+    namespace = where.rpartition("/")[2]
     pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if namespace != process_namespace() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():
