@@ -39,7 +39,7 @@ held the whole listing is trusted that way: behind a full page, an edit would no
 Watermark and checkpoint
 ------------------------
 ``sync_watermark`` is where the next pass starts. It is always a GitHub ``updated_at`` value,
-never our clock: the seed's ``last_sync_at = now()`` after fetching loses every edit made
+never our clock: the original design's ``last_sync_at = now()`` after fetching loses every edit made
 between the last listing request and ``now()``. ``sync_checkpoint`` is the position of an
 unfinished pass, written in the same transaction as the page it follows, so a pass killed
 anywhere (rate limit, exception, SIGKILL) resumes with at most one page listed again, and the
