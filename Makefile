@@ -1,39 +1,67 @@
-# Everything installs what it needs: uv (via pip), the locked virtualenv in .venv/, and
-# redis-server (via apt-get) for the task layer's end-to-end tests.
+# Every target installs what it is missing, so a fresh machine needs only Python 3 and root
+# for apt-get (README "Quick start"):
+#   uv            the one on PATH, else a private copy in .tools/: a small virtualenv made with
+#                 $(PYTHON), because Debian and Ubuntu refuse `pip install` into the system
+#                 Python (PEP 668, "externally-managed-environment")
+#   .venv/        the project's environment, exactly as uv.lock pins it (never re-resolved)
+#   apt-get       redis-server, and pythonX.Y-venv if `$(PYTHON) -m venv` cannot make .tools/
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+TOOLS := $(CURDIR)/.tools
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+# These machines set PYTHONDONTWRITEBYTECODE=1, so a .pyc is written only if uv writes it at
+# install time; without them every command compiles its imports again (about 2 s each).
+export UV_COMPILE_BYTECODE := 1
+# Trust the machine's certificate store, as pip and curl do, not only uv's bundled roots:
+# behind a TLS-inspecting proxy only the machine's store knows the proxy's root.
+export UV_SYSTEM_CERTS ?= 1
+
+# Not `$(PYTHON) -m uv`: whether some Python has uv as a module is an accident of the machine.
+UV := $(shell uv --version >/dev/null 2>&1 && echo uv || echo $(TOOLS)/bin/uv)
+# `deps` has synced .venv/ already; running a tool must not re-resolve or re-sync it.
+RUN := $(UV) run --no-sync
+# Debian and Ubuntu ship the venv module's ensurepip in a package of its own.
+VENV_PACKAGE = $(shell $(PYTHON) -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])')
+
+# `apt-get install $(1)`; without root it fails and says what to run instead.
+apt_install = { echo "installing $(1) with apt-get"; \
+	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; } || \
+	{ echo "error: could not install $(1); as root run: apt-get install $(1)" >&2; exit 1; }; }
 
 .PHONY: help deps redis-server lint format test demo bench
 
-help:
-	@echo "make test   - install what is missing, run ruff and the whole test suite"
-	@echo "make demo   - run the main job end to end against the GitHub emulator"
-	@echo "make lint   - ruff check + format check only"
+help:  ## this list
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps:
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+deps:  ## uv (from PATH, or installed into .tools/) and .venv/ exactly as uv.lock pins it
 	@$(UV) sync --frozen --quiet
 
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server with apt-get"; \
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+ifeq ($(UV),$(TOOLS)/bin/uv)
+deps: $(TOOLS)/bin/uv
+endif
 
-lint: deps
-	$(UV) run ruff check .
-	$(UV) run ruff format --check .
+$(TOOLS)/bin/uv:
+	@echo "installing uv into .tools/ (a private virtualenv)"
+	@$(PYTHON) -m venv --clear $(TOOLS) >/dev/null 2>&1 || { \
+		$(call apt_install,$(VENV_PACKAGE)) && $(PYTHON) -m venv --clear $(TOOLS); }
+	@$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv
 
-format: deps
-	$(UV) run ruff check --fix .
-	$(UV) run ruff format .
+redis-server:  ## redis-server via apt-get unless on PATH (the task layer's end-to-end tests)
+	@command -v redis-server >/dev/null 2>&1 || $(call apt_install,redis-server)
 
-test: deps redis-server lint
-	$(UV) run pytest
+lint: deps  ## ruff check and ruff format --check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
 
-demo: deps redis-server
-	$(UV) run python -m demo
+format: deps  ## ruff check --fix and ruff format: rewrites files
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
 
-bench: deps redis-server
-	$(UV) run python -m bench
+test: deps redis-server lint  ## lint, then the whole test suite (pytest, about 3 minutes)
+	$(RUN) pytest
+
+demo: deps redis-server  ## the main job end to end against the GitHub emulator, with a summary
+	$(RUN) python -m demo
+
+bench: deps redis-server  ## our sync against the original design (6 min; BENCH_QUICK=1: 35 s)
+	$(RUN) python -m bench

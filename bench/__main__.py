@@ -36,7 +36,7 @@ def main() -> int:
         sizes = scenarios.Sizes().quick() if quick else scenarios.Sizes()
         tally = RequestTally(emu)
         fanout = scenarios.fanout(sizes.fanout)
-        upserts = scenarios.upserts(sizes.upserts, sizes.seed_store_sample)
+        upserts = scenarios.upserts(sizes.upserts, sizes.original_store_sample)
         sync = scenarios.sync_rows(emu, tally, sizes)
         memory = scenarios.memory_rows(emu, tally, sizes.memory)
         client_settings = scenarios.client_settings()
@@ -102,16 +102,16 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def _phase_rows(number: str, title: str, ours: Phase, seed: Phase) -> list[tuple[str, ...]]:
+def _phase_rows(number: str, title: str, ours: Phase, original: Phase) -> list[tuple[str, ...]]:
     return [
-        (number, title, "requests", _int(ours.requests), _int(seed.requests),
-         _ratio(seed.requests, ours.requests)),
-        ("", "", "rate-limit points", _int(ours.points), _int(seed.points),
-         _ratio(seed.points, ours.points)),
-        ("", "", "wall time", _secs(ours.seconds), _secs(seed.seconds),
-         _ratio(seed.seconds, ours.seconds)),
-        ("", "", "peak memory", _mib(ours.peak_bytes), _mib(seed.peak_bytes),
-         _ratio(seed.peak_bytes, ours.peak_bytes)),
+        (number, title, "requests", _int(ours.requests), _int(original.requests),
+         _ratio(original.requests, ours.requests)),
+        ("", "", "rate-limit points", _int(ours.points), _int(original.points),
+         _ratio(original.points, ours.points)),
+        ("", "", "wall time", _secs(ours.seconds), _secs(original.seconds),
+         _ratio(original.seconds, ours.seconds)),
+        ("", "", "peak memory", _mib(ours.peak_bytes), _mib(original.peak_bytes),
+         _ratio(original.peak_bytes, ours.peak_bytes)),
     ]  # fmt: skip
 
 
@@ -130,15 +130,15 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
     ins_rate = _rate(upserts.rows, upserts.insert_seconds)
     upd_rate = _rate(upserts.rows, upserts.update_seconds)
     paged_rate = _rate(upserts.rows, upserts.paged_update_seconds)
-    seed_ins_rate = _rate(upserts.seed_rows, upserts.seed_insert_seconds)
-    seed_upd_rate = _rate(upserts.seed_rows, upserts.seed_update_seconds)
+    original_ins_rate = _rate(upserts.original_rows, upserts.original_insert_seconds)
+    original_upd_rate = _rate(upserts.original_rows, upserts.original_update_seconds)
     fan_rate = _rate(fanout.enqueued, fanout.seconds)
     naive_rate = _rate(fanout.naive_sent, fanout.naive_seconds)
     (small, small_phase), (large, large_phase) = memory[0], memory[-1]
     mem_ratio = large_phase.peak_bytes / max(small_phase.peak_bytes, 1)
 
     rows: list[tuple[str, ...]] = [
-        ("#", "scenario", "measure", "ours", "seed baseline", "baseline/ours")
+        ("#", "scenario", "measure", "ours", "original design", "original/ours")
     ]
     rows += _phase_rows(
         "1",
@@ -154,9 +154,9 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
         ("", "(baseline: send() loop)", "messages/s", _int(fan_rate), _int(naive_rate),
          _ratio(fan_rate, naive_rate)),
         ("5", f"upsert {upserts.rows:,} PRs, SQLite", "insert rows/s", _int(ins_rate),
-         _int(seed_ins_rate), _ratio(ins_rate, seed_ins_rate)),
+         _int(original_ins_rate), _ratio(ins_rate, original_ins_rate)),
         ("", f"({upserts.existing_rows:,} rows already stored)", "update rows/s",
-         _int(upd_rate), _int(seed_upd_rate), _ratio(upd_rate, seed_upd_rate)),
+         _int(upd_rate), _int(original_upd_rate), _ratio(upd_rate, original_upd_rate)),
         ("", "", "update rows/s, pages of 100", _int(paged_rate), "—", "—"),
         ("6", "memory vs repository size", f"peak, {small:,} PRs",
          _mib(small_phase.peak_bytes), "—", "—"),
@@ -166,31 +166,31 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
     ]  # fmt: skip
     out += _table(rows)
 
-    ours_full, seed_full = sync.full
-    ours_incr, seed_incr = sync.incremental
-    ours_idle, seed_idle = sync.idle
+    ours_full, original_full = sync.full
+    ours_incr, original_incr = sync.incremental
+    ours_idle, original_idle = sync.idle
     out += [
         "",
         "notes",
         f"- Requests: the emulator's request log, per phase and per token (ours and the "
         f"baseline use different tokens). Full sync, ours: {ours_full.breakdown()}; baseline: "
-        f"{seed_full.breakdown()}.",
-        f"  Incremental, ours: {ours_incr.breakdown()}; baseline: {seed_incr.breakdown()}. "
-        f"Idle, ours: {ours_idle.breakdown()}; baseline: {seed_idle.breakdown()}. "
+        f"{original_full.breakdown()}.",
+        f"  Incremental, ours: {ours_incr.breakdown()}; baseline: {original_incr.breakdown()}. "
+        f"Idle, ours: {ours_idle.breakdown()}; baseline: {original_idle.breakdown()}. "
         f"304 answers: ours {ours_full.not_modified}/{ours_incr.not_modified}/"
-        f"{ours_idle.not_modified}, baseline {seed_full.not_modified}/"
-        f"{seed_incr.not_modified}/{seed_idle.not_modified}.",
+        f"{ours_idle.not_modified}, baseline {original_full.not_modified}/"
+        f"{original_incr.not_modified}/{original_idle.not_modified}.",
         "- Rate-limit points: the emulator's per-token budget before/after the phase (REST "
         "requests not answered 304, plus GraphQL points when the emulator keeps them).",
         f"- Ours: repository_sync() as `manage.py sync_repo` runs it, with the project's "
         f"settings ({client_settings}; pacing through this run's Redis); it stored "
         f"{sync.stored:,} PRs. {sizes.old_prs:,} PRs + {sizes.old_issues:,} issues outside the "
         "window exist too.",
-        f"- Baseline: the seed's loop (PyGithub defaults: GithubRetry, 0.25 s between requests, "
-        f"per_page=30, get_issues(since) then get_pull(n) per PR) read {sync.seed_full_pulls:,} "
-        "PRs' details and stores NOTHING, so its figures are a lower bound (storage would add a "
-        "per-row update_or_create; row 5 measures that). Its `since` is its own last_sync_at = "
-        "now() after the previous pass.",
+        f"- Original design: its loop (PyGithub defaults: GithubRetry, 0.25 s between "
+        f"requests, per_page=30, get_issues(since) then get_pull(n) per PR) read "
+        f"{sync.original_full_pulls:,} PRs' details and stores NOTHING, so its figures are a "
+        "lower bound (storage would add a per-row update_or_create; row 5 measures that). Its "
+        "`since` is its own last_sync_at = now() after the previous pass.",
         "- Wall time: perf_counter around the call, without tracing (tracemalloc about doubles "
         "the time of Python-bound code).",
         "- Peak memory: rows 1-3 run a second time on an identically seeded repository with "
@@ -206,22 +206,22 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
         f"beforehand. Creating the rows (bulk_create) took {_secs(fanout.create_seconds)}.",
         f"- Upserts: one pull_requests_upsert() call per figure (updates: newer updated_at); "
         f"'pages of 100' = one call and transaction per 100 rows, as the sync writes. The "
-        f"baseline is the seed's per-row update_or_create on a sample of "
-        f"{upserts.seed_rows:,} rows. For rates, baseline/ours compares time per row.",
+        f"original design writes with one update_or_create per row, timed on a sample of "
+        f"{upserts.original_rows:,} rows. For rates, original/ours compares time per row.",
         f"- Memory row: full syncs of {small:,} and {large:,} PRs with emulator latency 0 "
         f"({small_phase.requests:,} and {large_phase.requests:,} requests: "
         f"{small_phase.breakdown()} / {large_phase.breakdown()}; "
         f"{_secs(small_phase.seconds)} and {_secs(large_phase.seconds)} under tracemalloc).",
     ]
 
-    full_req_ok = ours_full.requests * 20 <= seed_full.requests
-    speedup = seed_full.seconds / ours_full.seconds if ours_full.seconds else float("inf")
+    full_req_ok = ours_full.requests * 20 <= original_full.requests
+    speedup = original_full.seconds / ours_full.seconds if ours_full.seconds else float("inf")
     target_rows = [
         ("full sync ≤ 1/20 of the baseline's requests", full_req_ok,
-         f"{ours_full.requests:,} vs {seed_full.requests:,} requests "
-         f"(1/{seed_full.requests / max(ours_full.requests, 1):.1f})"),
+         f"{ours_full.requests:,} vs {original_full.requests:,} requests "
+         f"(1/{original_full.requests / max(ours_full.requests, 1):.1f})"),
         ("full sync ≥ 50× faster than the baseline", speedup >= 50,
-         f"{_secs(ours_full.seconds)} vs {_secs(seed_full.seconds)} ({speedup:.1f}×)"),
+         f"{_secs(ours_full.seconds)} vs {_secs(original_full.seconds)} ({speedup:.1f}×)"),
         ("idle incremental ≤ 1 request", ours_idle.requests <= 1,
          f"{ours_idle.requests} request(s)"),
         ("  stretch: idle incremental costs 0 rate-limit points (304)", ours_idle.points == 0,

@@ -1,9 +1,10 @@
-"""The seed's approach (``../shared/seed-incremental-sync.md``), run as written.
+"""The original design's approach (``docs/original-design.md``), run as written.
 
 PyGithub with its defaults (``GithubRetry``, 0.25 s between requests, 30 items per page),
 ``get_issues(since=...)`` newest first, and for every item ``issue.pull_request`` then
 ``repo.get_pull(number)``, one after the other. It stores nothing: its figures are a lower
-bound for the seed (which would add a per-row ``update_or_create``; see ``seed_store``).
+bound for the original design (which would add a per-row ``update_or_create``; see
+``original_store``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from apps.integrations.models import PullRequest, TrackedRepository
 from apps.integrations.services.pull_requests import PullRequestData
 
 
-def seed_sync(
+def original_sync(
     *, api_url: str, token: str, full_name: str, since: datetime, throttle: bool = True
 ) -> int:
     """List what changed since ``since`` and fetch every PR's details; returns PRs read.
@@ -57,8 +58,8 @@ def seed_sync(
         github.close()
 
 
-def seed_store(*, tracked_repo: TrackedRepository, pull_requests: list[PullRequestData]) -> int:
-    """The seed's write path: one ``update_or_create`` per pull request."""
+def original_store(*, tracked_repo: TrackedRepository, pull_requests: list[PullRequestData]) -> int:
+    """The original design's write path: one ``update_or_create`` per pull request."""
     for pr in pull_requests:
         PullRequest.objects.update_or_create(
             tracked_repo=tracked_repo,

@@ -45,8 +45,9 @@ def setup_django(*, github_api_url: str, redis_url: str) -> None:
     """Configure the project from the environment, as production does, then migrate.
 
     The Dramatiq broker is built from settings during ``django.setup()``, so ``REDIS_URL``
-    must be in the environment before it. ``GITHUB_SECONDS_BETWEEN_REQUESTS`` is left alone
-    (the project's default unless the caller's environment sets it).
+    must be in the environment before it. The sync's own settings (``GITHUB_PR_DETAILS``,
+    ``GITHUB_TOKEN_MIN_INTERVAL_MS``, ...) are left alone: the project's defaults unless the
+    caller's environment sets them.
     """
     os.environ.update(
         {

@@ -25,7 +25,7 @@ from apps.integrations.services.github_sync import SyncResult, repository_sync
 from apps.integrations.services.pull_requests import PullRequestData, pull_requests_upsert
 from apps.integrations.tasks import QUEUE, sync_all_repositories, sync_repository
 from apps.teams.models import Team
-from bench.baseline import seed_store, seed_sync
+from bench.baseline import original_store, original_sync
 from bench.measure import Phase, RequestTally, measure
 from devtools.github_emulator import GitHubEmulator
 from devtools.github_emulator.realistic import realistic_pull_fields
@@ -33,7 +33,7 @@ from devtools.github_emulator.realistic import realistic_pull_fields
 # Tokens the in-process emulator accepts (not secrets). Ours and the baseline use different
 # tokens so the emulator's log and rate-limit state tell their requests apart.
 OURS_TOKEN = "ghp_benchours0000000000000000000000000001"  # noqa: S105
-SEED_TOKEN = "ghp_benchseed0000000000000000000000000002"  # noqa: S105
+ORIGINAL_TOKEN = "ghp_benchoriginal000000000000000000000002"  # noqa: S105
 MEMORY_TOKEN = "ghp_benchmemory00000000000000000000000003"  # noqa: S105
 WINDOW_DAYS = 90  # the project's GITHUB_SYNC_DAYS_BACK default; the seeded window is inside it
 
@@ -47,7 +47,7 @@ class Sizes:
     changed: int = 50
     fanout: int = 10_000
     upserts: int = 20_000
-    seed_store_sample: int = 2_000  # the per-row update_or_create baseline is slow: a sample
+    original_store_sample: int = 2_000  # the per-row update_or_create baseline is slow: a sample
     memory: tuple[int, int] = (1_000, 5_000)
 
     def quick(self) -> Sizes:
@@ -137,11 +137,11 @@ def run_sync(tracked_repo_id: int) -> SyncResult:
 
 @dataclass
 class SyncRows:
-    full: tuple[Phase, Phase]  # (ours, seed baseline)
+    full: tuple[Phase, Phase]  # (ours, original design)
     incremental: tuple[Phase, Phase]
     idle: tuple[Phase, Phase]
     stored: int
-    seed_full_pulls: int
+    original_full_pulls: int
     passes_disagree: list[str]  # phases where the memory pass made other requests
 
 
@@ -149,7 +149,7 @@ def sync_rows(emu: GitHubEmulator, tally: RequestTally, sizes: Sizes) -> SyncRow
     """Rows 1-3, run twice on identically seeded repositories: a timed pass (no tracing;
     requests, points, wall time) and a memory pass (tracemalloc; peak memory), because
     tracing doubles the time of Python-bound code but barely touches a throttled loop."""
-    for token, login in ((OURS_TOKEN, "bench-ours"), (SEED_TOKEN, "bench-seed")):
+    for token, login in ((OURS_TOKEN, "bench-ours"), (ORIGINAL_TOKEN, "bench-original")):
         emu.add_token(token, login=login, rate_limit=1_000_000, graphql_rate_limit=1_000_000)
     say("rows 1-3, memory pass (tracemalloc; the baseline without its 0.25 s throttle)")
     memory = _sync_pass(emu, tally, sizes, "bench/widgets-memory", trace_memory=True)
@@ -168,7 +168,7 @@ def sync_rows(emu: GitHubEmulator, tally: RequestTally, sizes: Sizes) -> SyncRow
         incremental=timed["incremental"],
         idle=timed["idle"],
         stored=timed["stored"],
-        seed_full_pulls=timed["full"][1].value,
+        original_full_pulls=timed["full"][1].value,
         passes_disagree=disagree,
     )
 
@@ -191,14 +191,14 @@ def _sync_pass(
     def ours() -> Phase:
         return measure(emu, tally, OURS_TOKEN, lambda: run_sync(repo_id), trace_memory=trace_memory)
 
-    def seed(since: datetime) -> Phase:
+    def original(since: datetime) -> Phase:
         return measure(
             emu,
             tally,
-            SEED_TOKEN,
-            lambda: seed_sync(
+            ORIGINAL_TOKEN,
+            lambda: original_sync(
                 api_url=emu.api_url,
-                token=SEED_TOKEN,
+                token=ORIGINAL_TOKEN,
                 full_name=full_name,
                 since=since,
                 # Sleeping allocates nothing: the memory pass skips the throttle (minutes).
@@ -209,26 +209,26 @@ def _sync_pass(
 
     say(f"1. full sync, ours ({sizes.prs} PRs + {sizes.issues} issues in the window)")
     ours_full = ours()
-    say(f"   {ours_full.requests} requests, {ours_full.seconds:.1f}s; now the seed's approach")
-    seed_full = seed(emu.now() - timedelta(days=WINDOW_DAYS))
-    say(f"   {seed_full.requests} requests, {seed_full.seconds:.1f}s")
-    # The seed then sets last_sync_at = now(): its next pass lists from there. (One second
-    # on: with `since` inclusive, an edit in the very second a pass ended would be listed
-    # again, which happens in the memory pass, whose baseline runs unthrottled.)
-    seed_since = emu.advance(1)
+    say(f"   {ours_full.requests} requests, {ours_full.seconds:.1f}s; now the original design")
+    original_full = original(emu.now() - timedelta(days=WINDOW_DAYS))
+    say(f"   {original_full.requests} requests, {original_full.seconds:.1f}s")
+    # The original design then sets last_sync_at = now(): its next pass lists from there.
+    # (One second on: with `since` inclusive, an edit in the very second a pass ended would be
+    # listed again, which happens in the memory pass, whose baseline runs unthrottled.)
+    original_since = emu.advance(1)
     stored = PullRequest.objects.filter(tracked_repo_id=repo_id).count()
 
-    emu.advance(1)  # the edits land in a later second than the seed's last_sync_at
+    emu.advance(1)  # the edits land in a later second than the original's last_sync_at
     edit_pulls(emu, full_name, sizes.changed, rng)
     say(f"2. incremental sync with {sizes.changed} changed PRs")
-    incremental = (ours(), seed(seed_since))
-    seed_since = emu.advance(1)
+    incremental = (ours(), original(original_since))
+    original_since = emu.advance(1)
 
     emu.advance(1)
     say("3. incremental sync, nothing changed")
-    idle = (ours(), seed(seed_since))
+    idle = (ours(), original(original_since))
     return {
-        "full": (ours_full, seed_full),
+        "full": (ours_full, original_full),
         "incremental": incremental,
         "idle": idle,
         "stored": stored,
@@ -317,9 +317,9 @@ class Upserts:
     insert_seconds: float
     update_seconds: float
     paged_update_seconds: float
-    seed_rows: int
-    seed_insert_seconds: float
-    seed_update_seconds: float
+    original_rows: int
+    original_insert_seconds: float
+    original_update_seconds: float
 
 
 def synthetic_pulls(
@@ -350,7 +350,7 @@ def synthetic_pulls(
     ]
 
 
-def upserts(count: int, seed_sample: int) -> Upserts:
+def upserts(count: int, original_sample: int) -> Upserts:
     """``pull_requests_upsert`` on SQLite: ``count`` inserts into a table already holding
     ``count`` rows of another repository, then ``count`` updates of the same rows."""
     team = Team.objects.create(slug="bench-upserts", name="bench-upserts")
@@ -363,7 +363,7 @@ def upserts(count: int, seed_sample: int) -> Upserts:
 
     other = repo("bench/other", 900_000_001)
     target = repo("bench/target", 900_000_002)
-    seed_target = repo("bench/seed", 900_000_003)
+    original_repo = repo("bench/original", 900_000_003)
     t0 = datetime(2025, 6, 1, tzinfo=UTC)
 
     def timed(fn) -> float:
@@ -394,20 +394,22 @@ def upserts(count: int, seed_sample: int) -> Upserts:
 
     paged_update = timed(paged)
 
-    say(f"   the seed's per-row update_or_create on a sample of {seed_sample:,}")
-    rows = synthetic_pulls(seed_sample, repo="bench/seed", updated_at=t0)
-    seed_insert = timed(lambda: seed_store(tracked_repo=seed_target, pull_requests=rows))
-    rows = synthetic_pulls(seed_sample, repo="bench/seed", updated_at=t0 + timedelta(hours=1))
-    seed_update = timed(lambda: seed_store(tracked_repo=seed_target, pull_requests=rows))
+    say(f"   the original design's per-row update_or_create, a sample of {original_sample:,}")
+    rows = synthetic_pulls(original_sample, repo="bench/original", updated_at=t0)
+    original_insert = timed(lambda: original_store(tracked_repo=original_repo, pull_requests=rows))
+    rows = synthetic_pulls(
+        original_sample, repo="bench/original", updated_at=t0 + timedelta(hours=1)
+    )
+    original_update = timed(lambda: original_store(tracked_repo=original_repo, pull_requests=rows))
     return Upserts(
         rows=count,
         existing_rows=existing,
         insert_seconds=insert,
         update_seconds=update,
         paged_update_seconds=paged_update,
-        seed_rows=seed_sample,
-        seed_insert_seconds=seed_insert,
-        seed_update_seconds=seed_update,
+        original_rows=original_sample,
+        original_insert_seconds=original_insert,
+        original_update_seconds=original_update,
     )
 
 
@@ -442,13 +444,5 @@ def memory_rows(
 
 def client_settings() -> str:
     """The project's settings that shape our sync's requests, as they are in this run."""
-    shown = []
-    for name in (
-        "GITHUB_TOKEN_MIN_INTERVAL_MS",
-        "GITHUB_SECONDS_BETWEEN_REQUESTS",
-        "GITHUB_PR_DETAILS",
-        "GITHUB_SYNC_DAYS_BACK",
-    ):
-        if hasattr(settings, name):
-            shown.append(f"{name}={getattr(settings, name)}")
-    return ", ".join(shown)
+    names = ("GITHUB_TOKEN_MIN_INTERVAL_MS", "GITHUB_PR_DETAILS", "GITHUB_SYNC_DAYS_BACK")
+    return ", ".join(f"{name}={getattr(settings, name)}" for name in names)

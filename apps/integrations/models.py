@@ -94,8 +94,8 @@ class TrackedRepository(BaseTeamModel):
 
     # Where the next sync starts. These come from GitHub's own updated_at values, never from
     # our clock: a PR edited while we page carries a GitHub timestamp at or after the
-    # watermark, so the next sync sees it (the original design's `last_sync_at = now()` after
-    # fetching would skip edits made during the sync).
+    # watermark, so the next sync sees it (the original design's `last_sync_at = now()`
+    # after fetching, docs/original-design.md, would skip edits made during the sync).
     sync_watermark = models.DateTimeField(
         null=True,
         blank=True,

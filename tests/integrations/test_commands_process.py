@@ -103,3 +103,41 @@ def test_rejected_token_is_one_line_on_stderr_from_the_shell(emulator):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "rejected the token" in result.stderr
     assert "ghp_wrong" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("track_repo", REPO, "--team", "acme"),
+        ("sync_repo", REPO),
+        ("sync_all",),
+        ("rotate_encryption_key",),
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_command_before_migrate_says_to_run_migrate_in_one_line(emulator, tmp_path, args):
+    emulator.add_repo(REPO)
+    never_migrated = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+
+    result = manage(emulator, *args, DATABASE_URL=never_migrated)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: the database is not set up; run: python manage.py migrate"
+    ]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_sync_repo_on_a_database_behind_the_code_says_to_run_migrate(emulator, tmp_path):
+    # As after pulling a commit with a new migration: the sync's first query asks for a
+    # column the database does not have yet.
+    behind = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    migrated = manage(emulator, "migrate", "integrations", "0002", DATABASE_URL=behind)
+    assert migrated.returncode == 0, migrated.stderr
+
+    result = manage(emulator, "sync_repo", REPO, DATABASE_URL=behind)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: the database is not up to date; run: python manage.py migrate"
+    ]

@@ -52,6 +52,7 @@ def manage(*args: str, database_url: str, redis_url: str) -> subprocess.Complete
     )
 
 
+@pytest.mark.django_db  # the command checks the database is migrated first
 def test_sync_all_enqueues_one_fanout_message_and_prints_its_id(stub_broker):
     out = StringIO()
 

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import requests
-import urllib3
 from django.conf import settings
-from github import Auth, Github
 
 from apps.integrations.services.pacing import TokenPacer, pacer_for_token
 
 if TYPE_CHECKING:
+    from github import Github
+
     from apps.integrations.models import GitHubIntegration
 
 logger = logging.getLogger(__name__)
@@ -199,6 +198,10 @@ class GitHubClient:
         ok: tuple[int, ...] = (200,),
     ) -> Response:
         """Send one request; return it if its status is in ``ok``, else raise a GitHubError."""
+        # Loaded with PyGithub (see client_for_token), not with this module.
+        import requests
+        import urllib3
+
         requester = self.github.requester
         if self.pacer is not None:
             self.pacer.wait()
@@ -392,6 +395,11 @@ def parse_github_time(value: str | None) -> datetime | None:
 
 def client_for_token(token: str) -> GitHubClient:
     """A client for a plaintext token (used before a credential exists, by track_repo)."""
+    # Imported on first use: PyGithub and its HTTP stack take a few tenths of a second to
+    # load (over a second without bytecode), which a command that stops before its first
+    # request (an unknown repository, a bad flag) should not pay.
+    from github import Auth, Github
+
     github = Github(
         auth=Auth.Token(token),
         base_url=settings.GITHUB_API_URL,

@@ -5,15 +5,26 @@ import sys
 from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.recorder import MigrationRecorder
 
 # sysexits.h EX_TEMPFAIL: "try again later" (rate limits, GitHub unavailable).
 EXIT_TEMPFAIL = 75
+
+RUN_MIGRATE = "run: python manage.py migrate"
 
 
 class OperatorCommand(BaseCommand):
     """A command for operators: errors are one line on stderr and an exit code, never a
     traceback. The project's log lines show only with ``-v 2`` or more, so stderr holds the
-    error line and nothing else."""
+    error line and nothing else.
+
+    A database that was never migrated, or is behind the code, is such an error too: the
+    command says to run ``migrate`` instead of failing on the first missing table.
+    """
+
+    # Django's hook, run before handle(); check_migrations below decides what it does.
+    requires_migrations_checks = True
 
     def execute(self, *args: Any, **options: Any) -> Any:
         logger = logging.getLogger("apps")
@@ -22,8 +33,26 @@ class OperatorCommand(BaseCommand):
             logger.setLevel(logging.ERROR)
         try:
             return super().execute(*args, **options)
+        except DatabaseError:
+            # A table or column the code expects is missing when the database is behind the
+            # code. Only a failure is worth the migration plan's cost (it imports every
+            # migration); any other database error keeps its traceback.
+            if not _migrations_pending():
+                raise
+            self.fail(f"the database is not up to date; {RUN_MIGRATE}")
         finally:
             logger.setLevel(level)
+
+    def check_migrations(self) -> None:
+        """Stop with one line when the database was never migrated.
+
+        Django's version prints a warning and lets the command run on into a traceback, and
+        computes the whole migration plan to do so. A database without Django's migration
+        table is told by one cheap query; one that is merely behind is caught in execute().
+        sync_all needs this up front: it enqueues without touching the database itself.
+        """
+        if not MigrationRecorder(connections[DEFAULT_DB_ALIAS]).has_table():
+            self.fail(f"the database is not set up; {RUN_MIGRATE}")
 
     def fail(self, message: str, code: int = 1) -> NoReturn:
         self.stderr.write(f"error: {message}")
@@ -36,3 +65,15 @@ class OperatorCommand(BaseCommand):
         ending = "\r" if sys.stderr.isatty() else "\n"
         self.stderr.write(message, ending=ending)
         self.stderr.flush()
+
+
+def _migrations_pending() -> bool:
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        return bool(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+    except DatabaseError:
+        # The database cannot answer (down, or a failed transaction): the original error is
+        # the one to show.
+        return False
