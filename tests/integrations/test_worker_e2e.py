@@ -1,4 +1,9 @@
-"""End to end: a real redis-server, real worker processes, the scheduler, the emulator."""
+"""End to end: a real redis-server, real worker processes, the scheduler, the emulator.
+
+Every wait polls a condition with a deadline far beyond what it takes on an idle machine
+(Django start-ups alone can take seconds each on a busy one), and nothing timed is armed
+before the processes are up. A failure shows the tail of each process's log.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,20 @@ from tests import builders
 from tests.processes import ROOT, manage, process_env, start, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+DEADLINE = 120  # seconds: any wait below, on a loaded 2-core machine
+# How long after the rate limit is hit GitHub's reset comes: the repository shows
+# rate_limited for about this long, which the test must see once (it polls every 0.1 s).
+RESET_AFTER = timedelta(seconds=10)
+
+
+@pytest.fixture(autouse=True)
+def log_tails(tmp_path):
+    """The processes log to ``tmp_path/*.log``; pytest shows teardown output only when the
+    test failed, so a failure report ends with each log's tail."""
+    yield
+    for log in sorted(tmp_path.glob("*.log")):
+        sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
 
 
 def worker(env: dict[str, str], log):
@@ -57,11 +76,11 @@ def test_scheduler_fanout_and_a_worker_sync_every_repository(
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=DEADLINE,
         )
         assert once.returncode == 0, once.stderr
 
-        wait_until(all_synced, timeout=90, what="every repository synced", log=log)
+        wait_until(all_synced, timeout=DEADLINE, what="every repository synced", log=log)
     finally:
         stop(process)
 
@@ -76,20 +95,40 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
 ):
     emulator.generate_pulls("acme/api", 150, start=days_ago(30), step=timedelta(hours=3))
     repo = builders.tracked_repo(emulator, "acme/api")
-    reset_at = (emulator.now() + timedelta(seconds=6)).replace(microsecond=0)
-    emulator.set_graphql_rate_limit(builders.TOKEN, remaining=1, reset_at=reset_at)
+    # One GraphQL point: the first page's details are served, the second page's refused.
+    # The reset is set when the limit is hit: set up front, it could pass while the worker
+    # and sync_all are still starting, and the sync would never be limited at all.
+    emulator.set_graphql_rate_limit(
+        builders.TOKEN, remaining=1, reset_at=emulator.now() + timedelta(hours=1)
+    )
+    limit: dict = {}
+
+    def reset_soon_after_the_limit(req):
+        if req.path == "/graphql" and not limit:
+            if emulator.token_state(builders.TOKEN).graphql_remaining == 0:  # refused
+                limit.update(seq=req.seq, reset_at=emulator.now() + RESET_AFTER)
+                emulator.set_graphql_rate_limit(
+                    builders.TOKEN, remaining=0, reset_at=limit["reset_at"]
+                )
+
+    emulator.add_hook(reset_soon_after_the_limit)
     env = process_env(emulator, REDIS_URL=redis_url)
     log = tmp_path / "worker.log"
     process = worker(env, log)
     try:
         assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
-        wait_until(lambda: statuses() == {"rate_limited"}, timeout=30, what="deferral", log=log)
+        wait_until(
+            lambda: statuses() == {"rate_limited"}, timeout=DEADLINE, what="deferral", log=log
+        )
         waiting = TrackedRepository.objects.get(pk=repo.pk)
-        wait_until(all_synced, timeout=60, what="resume", log=log)
+        wait_until(all_synced, timeout=DEADLINE, what="resume", log=log)
     finally:
         stop(process)
 
-    assert waiting.last_sync_error.startswith(f"rate limited until {reset_at:%Y-%m-%dT%H:%M}")
+    assert waiting.last_sync_error == f"rate limited until {limit['reset_at']:%Y-%m-%dT%H:%M:%SZ}"
+    # Nothing reached GitHub again before its reset.
+    after_limit = [req.at for req in emulator.requests if req.seq > limit["seq"]]
+    assert after_limit and min(after_limit) >= limit["reset_at"]
     assert PullRequest.objects.count() == 150
     fetched = builders.detail_fetches(emulator)
     assert len(fetched) == len(set(fetched)) == 150  # nothing fetched twice
@@ -122,13 +161,13 @@ def test_worker_killed_mid_sync_loses_nothing(emulator, redis_url, days_ago, tmp
     second = None
     try:
         assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
-        wait_until(killed.is_set, timeout=60, what="the kill", log=tmp_path / "first.log")
-        first.wait(timeout=10)
+        wait_until(killed.is_set, timeout=DEADLINE, what="the kill", log=tmp_path / "first.log")
+        first.wait(timeout=DEADLINE)
         emulator.remove_hook(kill_mid_page)
         assert PullRequest.objects.count() == 100  # page 1, committed with its checkpoint
 
         second = worker(env, tmp_path / "second.log")
-        wait_until(all_synced, timeout=90, what="resume", log=tmp_path / "second.log")
+        wait_until(all_synced, timeout=DEADLINE, what="resume", log=tmp_path / "second.log")
     finally:
         stop(first, sig=signal.SIGKILL)
         if second is not None:

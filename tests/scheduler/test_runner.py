@@ -1,60 +1,78 @@
+"""The runner's lead / stand-by loop, in a thread, against fakeredis and the StubBroker.
+
+Nothing here sleeps to show that nothing happens: the lock changes hands at a known send, and
+"nothing more is sent" is checked after the runner has been seen retrying the lock.
+"""
+
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 
-import dramatiq
 import fakeredis
-import pytest
-from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
 
 from scheduler.jobs import load_jobs
 from scheduler.leader import LEADER_KEY
 from scheduler.runner import Runner
+from tests.processes import wait_until
 
 
-@pytest.fixture
-def broker() -> Iterator[StubBroker]:
-    stub = dramatiq.get_broker()
-    assert isinstance(stub, StubBroker)
-    stub.flush_all()
-    yield stub
-    stub.flush_all()
+class LockAttemptCounter(fakeredis.FakeRedis):
+    """fakeredis that counts attempts to take the leader lock (redis-py's Lock: SET NX)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock_attempts = 0
+
+    def set(self, name, value, *args, **kwargs):
+        if name == LEADER_KEY and kwargs.get("nx"):
+            self.lock_attempts += 1
+        return super().set(name, value, *args, **kwargs)
 
 
-def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+class TakeLockAtSend(Middleware):
+    """Another scheduler takes the leader lock as the ``nth`` message is enqueued."""
+
+    def __init__(self, client: fakeredis.FakeRedis, nth: int) -> None:
+        self.client = client
+        self.nth = nth
+        self.sent = 0
+
+    def after_enqueue(self, broker, message, delay) -> None:
+        self.sent += 1
+        if self.sent == self.nth:
+            self.client.set(LEADER_KEY, "another-scheduler", px=60_000)
 
 
-def test_leader_that_loses_its_lock_stops_enqueuing_and_stands_by(broker, caplog):
+def test_leader_that_loses_its_lock_stops_enqueuing_and_stands_by(stub_broker, caplog):
     caplog.set_level(logging.INFO, logger="scheduler")
-    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    client = LockAttemptCounter(server=fakeredis.FakeServer())
+    # The lock changes hands, as after a network partition outlasting the TTL, while the
+    # second message is sent: that send is complete and no other is in flight (one job, one
+    # instance at a time), so a runner that stops enqueuing leaves exactly two messages.
+    stub_broker.add_middleware(TakeLockAtSend(client, nth=2))
     jobs = load_jobs(
         {"ping-often": {"task": "tests.scheduler.actors.ping", "schedule": timedelta(seconds=0.1)}}
     )
-    runner = Runner(jobs=jobs, client=client, lock_ttl_seconds=0.6, standby_retry_seconds=0.1)
+    # A TTL the heartbeat (every TTL / 3) keeps on a busy machine: only the takeover ends it.
+    runner = Runner(jobs=jobs, client=client, lock_ttl_seconds=3, standby_retry_seconds=0.1)
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:
-        queue = broker.queues["default"]
-        wait_until(lambda: queue.qsize() >= 2)
+        wait_until(lambda: "scheduler.standing_by" in caplog.text, timeout=60, what="stand-by")
+        # Three more failed attempts at the lock: still standing by, and the 0.1 s job had
+        # time to fire several times over had its scheduler been left running.
+        attempts = client.lock_attempts
+        wait_until(
+            lambda: client.lock_attempts >= attempts + 3, timeout=60, what="3 stand-by retries"
+        )
 
-        # Another scheduler holds the lock now, as after a network partition outlasting the TTL.
-        client.set(LEADER_KEY, "another-scheduler", px=60_000)
-        wait_until(lambda: not runner.leading.is_set())
-        sent_before = queue.qsize()
-        time.sleep(0.5)
-
-        assert queue.qsize() == sent_before
-        assert "scheduler.standing_by" in caplog.text
+        assert not runner.leading.is_set()
+        assert stub_broker.queues["default"].qsize() == 2
         assert client.get(LEADER_KEY) == b"another-scheduler"
     finally:
         runner.stop()
-        thread.join(timeout=5)
+        thread.join(timeout=60)
     assert not thread.is_alive()
