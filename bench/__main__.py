@@ -200,7 +200,8 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
         + "). The emulator's seeded data is not counted; the in-process emulator's per-request "
         "allocations (its threads render each answer) are, for both sides. Its request log is "
         "drained into counters as requests arrive, so it does not grow.",
-        f"- Fan-out: sync_all_repositories() called in-process (its id query, the `queued` "
+        "- Fan-out: enqueue_all_repository_syncs() (the fan-out actor's body) in-process "
+        f"(its id query, the `queued` "
         f"UPDATE and the pipelined enqueue) against a real redis-server; {fanout.in_redis:,} "
         f"messages were in Redis afterwards. The baseline loop sends over ids fetched "
         f"beforehand. Creating the rows (bulk_create) took {_secs(fanout.create_seconds)}.",

@@ -69,18 +69,12 @@ class RequestTally:
 
 
 def rate_points_used(emulator: GitHubEmulator, token: str) -> int:
-    """Points the token has used in its current window: REST core (304s are refunded by the
-    emulator, as by GitHub) plus GraphQL points when the emulator keeps a GraphQL budget."""
+    """Points the token has used in its current windows: REST core (304s are refunded by the
+    emulator, as by GitHub) plus GraphQL points."""
     state = emulator.token_state(token)
     if state is None:
         return 0
-    used = state.used
-    for name in ("graphql_used", "graphql_points_used"):
-        used += int(getattr(state, name, 0) or 0)
-    graphql = getattr(state, "graphql", None)
-    if graphql is not None and hasattr(graphql, "used"):
-        used += int(graphql.used)
-    return used
+    return state.used + state.graphql_used
 
 
 @dataclass

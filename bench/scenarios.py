@@ -23,7 +23,7 @@ from apps.integrations.models import (
 )
 from apps.integrations.services.github_sync import SyncResult, repository_sync
 from apps.integrations.services.pull_requests import PullRequestData, pull_requests_upsert
-from apps.integrations.tasks import QUEUE, sync_all_repositories, sync_repository
+from apps.integrations.tasks import QUEUE, enqueue_all_repository_syncs, sync_repository
 from apps.teams.models import Team
 from bench.baseline import original_store, original_sync
 from bench.measure import Phase, RequestTally, measure
@@ -250,8 +250,8 @@ class Fanout:
 
 
 def fanout(count: int) -> Fanout:
-    """``sync_all_repositories`` (the actor's body, in-process) over ``count`` repositories
-    against the real redis-server, then a naive ``send()`` loop for comparison."""
+    """``enqueue_all_repository_syncs`` (the fan-out actor's body, in-process) over ``count``
+    repositories against the real redis-server, then a naive ``send()`` loop for comparison."""
     say(f"4. fan-out: creating {count:,} tracked repositories")
     started = time.perf_counter()
     per_team = 10
@@ -282,9 +282,9 @@ def fanout(count: int) -> Fanout:
 
     broker = dramatiq.get_broker()
     broker.client.flushdb()
-    say("   sync_all_repositories()")
+    say("   enqueue_all_repository_syncs()")
     started = time.perf_counter()
-    enqueued = sync_all_repositories()
+    enqueued = enqueue_all_repository_syncs()
     seconds = time.perf_counter() - started
     in_redis = broker.client.hlen(f"{broker.namespace}:{QUEUE}.msgs")
 
