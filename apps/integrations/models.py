@@ -115,6 +115,9 @@ class TrackedRepository(BaseTeamModel):
 
     # One sync per repository: a lease on the row (see services/sync_lease.py).
     sync_lease_owner = models.CharField(max_length=64, blank=True, default="")
+    # The request (message) the holder is serving: its redelivery must wait for the lease to
+    # lapse, not be dropped as "covered by a newer sync".
+    sync_lease_request = models.CharField(max_length=64, blank=True, default="")
     sync_lease_taken_at = models.DateTimeField(null=True, blank=True)
     sync_lease_expires_at = models.DateTimeField(null=True, blank=True)
 

@@ -111,14 +111,14 @@ def sync_repository(
             args=(tracked_repo_id,), kwargs={"request_id": request_id}
         )
     elif outcome.action == "wait":
-        # Another sync started before this request: it may have listed past changes made
-        # after the request, so this one runs once that sync's lease ends. A new request,
-        # not a continuation: it starts its own pass.
+        # Another sync started before this request (it may have listed past changes made
+        # after the request), or this request's own sync stalled elsewhere: run once that
+        # lease ends, as the same request.
         wait = (outcome.wait_until or datetime.now(UTC)) - datetime.now(UTC)
         spread = timedelta(seconds=random.uniform(1, 5))  # noqa: S311
         sync_repository.send_with_options(
             args=(tracked_repo_id,),
-            kwargs={"full": full},
+            kwargs={"full": full, "request_id": request_id},
             delay=_millis(max(wait, timedelta(0)) + spread),
         )
 

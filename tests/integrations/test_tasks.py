@@ -280,6 +280,53 @@ def test_message_sent_before_a_running_sync_started_is_dropped(stub_broker, repo
     assert stub_broker.queues[f"{QUEUE}.DQ"].qsize() == 0
 
 
+def test_redelivered_message_whose_own_sync_stalled_waits_instead_of_being_dropped(
+    stub_broker, repo, emulator
+):
+    # Given a message whose sync took the lease (after the message was sent) and then went
+    # silent on another machine, so the broker redelivers the same message
+    message = sync_repository.send(repo.pk)
+    after_sending(message)
+    stalled = lease_acquire(tracked_repo=repo, owner="host-a/0:1:x", request_id=message.message_id)
+    sent: list[tuple[dramatiq.Message, int | None]] = []
+    stub_broker.add_middleware(RecordEnqueued(sent))
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        wait_for(lambda: sent, "the message to be sent again")
+    finally:
+        worker.stop()
+
+    # Then it is not dropped as "covered by a newer sync": the same request comes back once
+    # the stalled sync's lease lapses
+    (again, delay), *_ = sent
+    assert stalled is not None and emulator.requests == []
+    assert again.kwargs["request_id"] == message.message_id
+    assert again.message_timestamp + delay >= stalled_expiry_ms(repo)
+
+
+class RecordEnqueued(dramatiq.Middleware):
+    def __init__(self, sent: list) -> None:
+        self.sent = sent
+
+    def after_enqueue(self, broker, message, delay):
+        self.sent.append((message, delay))
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def stalled_expiry_ms(repo: TrackedRepository) -> int:
+    expires = TrackedRepository.objects.values_list("sync_lease_expires_at", flat=True).get(
+        pk=repo.pk
+    )
+    return int(expires.timestamp() * 1000)
+
+
 def test_message_newer_than_nothing_running_is_not_dropped(stub_broker, stub_worker, repo):
     held = lease_acquire(tracked_repo=repo)
     held.release()

@@ -98,11 +98,18 @@ def repository_sync_job(
         logger.info("repo_sync.skipped", extra={"repo_id": tracked_repo_id, "reason": why_not})
         return SyncJobOutcome("skipped", why_not)
 
-    lease = lease_acquire(tracked_repo=repo)
+    lease = lease_acquire(tracked_repo=repo, request_id=request_id)
     if lease is None:
         holder = lease_holder(tracked_repo=repo)
         if holder is None:  # released between the two queries: just try again
             return SyncJobOutcome("wait", "lease released meanwhile")
+        if request_id and holder.request_id == request_id:
+            # This very request's sync holds the lease: we are its redelivery (its worker
+            # stalled or died on another machine). Dropping would leave the sync unfinished;
+            # resume once its lease lapses.
+            return SyncJobOutcome(
+                "wait", "this request's own sync holds the lease", wait_until=holder.expires_at
+            )
         # A full resync must not ride on an incremental one that happens to be running.
         if requested_at is not None and holder.taken_at >= requested_at and not full:
             logger.info("repo_sync.dropped", extra={"repo_id": repo.pk})

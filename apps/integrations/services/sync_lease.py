@@ -57,6 +57,7 @@ class LeaseHolder:
     owner: str
     taken_at: datetime
     expires_at: datetime
+    request_id: str = ""
 
 
 class Lease:
@@ -95,7 +96,12 @@ class Lease:
     def release(self) -> None:
         TrackedRepository.objects.filter(
             pk=self.tracked_repo_id, sync_lease_owner=self.owner
-        ).update(sync_lease_owner="", sync_lease_taken_at=None, sync_lease_expires_at=None)
+        ).update(
+            sync_lease_owner="",
+            sync_lease_request="",
+            sync_lease_taken_at=None,
+            sync_lease_expires_at=None,
+        )
 
 
 def process_namespace() -> str:
@@ -140,14 +146,17 @@ def _holder_process_is_gone(owner: str) -> bool:
     return False
 
 
-def lease_acquire(*, tracked_repo: TrackedRepository, owner: str | None = None) -> Lease | None:
-    """Take the repository's lease if it is free, lapsed, or held by a process of this
-    machine that has died; None if a live one is held."""
+def lease_acquire(
+    *, tracked_repo: TrackedRepository, owner: str | None = None, request_id: str = ""
+) -> Lease | None:
+    """Take the repository's lease for the request ``request_id`` if it is free, lapsed, or
+    held by a process of our PID namespace that has died; None if a live one is held."""
     owner = owner or new_owner_id()
     duration = timedelta(seconds=settings.SYNC_LEASE_SECONDS)
     now = timezone.now()
     claim = {
         "sync_lease_owner": owner,
+        "sync_lease_request": request_id[:64],
         "sync_lease_taken_at": now,
         "sync_lease_expires_at": now + duration,
     }
@@ -177,7 +186,12 @@ def lease_holder(*, tracked_repo: TrackedRepository) -> LeaseHolder | None:
         TrackedRepository.objects.filter(
             pk=tracked_repo.pk, sync_lease_expires_at__gt=timezone.now()
         )
-        .values_list("sync_lease_owner", "sync_lease_taken_at", "sync_lease_expires_at")
+        .values_list(
+            "sync_lease_owner",
+            "sync_lease_taken_at",
+            "sync_lease_expires_at",
+            "sync_lease_request",
+        )
         .first()
     )
     return LeaseHolder(*row) if row else None
