@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 
 from apps.integrations.models import (
@@ -51,6 +52,15 @@ class IntegrationCredentialAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # Django accepts a query-string filter on any of the model's own columns. On this one,
+        # startswith and regex compare the stored ciphertext with the raw value (only exact-style
+        # lookups encrypt it first), so the result count would let a viewer read the ciphertext
+        # one character at a time.
+        if lookup.split(LOOKUP_SEP, 1)[0] == "access_token":
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
 
 @admin.register(TrackedRepository)

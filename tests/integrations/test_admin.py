@@ -209,6 +209,25 @@ def test_admin_search_does_not_match_the_token_or_its_ciphertext(admin_client, s
     assert response.context["cl"].result_count == 0
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{CREDENTIALS_URL}?access_token__startswith=",
+        f"{CREDENTIALS_URL}?access_token__contains=",
+        f"{CREDENTIALS_URL}?access_token__regex=^",
+        f"{INTEGRATIONS_URL}?credential__access_token__startswith=",
+        f"{REPOS_URL}?integration__credential__access_token__startswith=",
+    ],
+    ids=["credential-startswith", "credential-contains", "credential-regex", "integration", "repo"],
+)
+def test_admin_lists_cannot_be_filtered_on_the_ciphertext(admin_client, stored, url):
+    # A filter that matched would tell its result count, and so the ciphertext, one guessed
+    # character at a time.
+    response = admin_client.get(url + stored.ciphertext[:8])
+
+    assert response.status_code == 400
+
+
 def test_credential_page_is_read_only(admin_client):
     # Given a stored credential
     token = new_token()
