@@ -14,12 +14,19 @@ from apps.integrations.models import (
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Data that comes from GitHub: visible, never edited by hand."""
+    """Data that comes from GitHub: visible, never edited or deleted by hand.
+
+    A deleted row would not come back with the next incremental sync (that lists only what
+    changed on GitHub since), so our copy would silently miss it until the PR is edited.
+    """
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 

@@ -289,6 +289,34 @@ def test_pull_request_cannot_be_changed_in_the_admin(admin_client):
     assert pr.title == "Add retries"
 
 
+def test_pull_request_cannot_be_deleted_in_the_admin(admin_client):
+    # Given a synced pull request
+    pr = pull(repo(integration_for("acme"), "acme/widgets"), 7, "Add retries")
+
+    # When someone confirms its deletion
+    response = admin_client.post(f"{PULLS_URL}{pr.pk}/delete/", {"post": "yes"})
+
+    # Then the deletion is refused and the row is still there
+    assert response.status_code == 403
+    assert PullRequest.objects.filter(pk=pr.pk).exists()
+
+
+def test_pull_requests_cannot_be_deleted_in_bulk_from_the_list(admin_client):
+    # Given synced pull requests
+    tracked = repo(integration_for("acme"), "acme/widgets")
+    prs = [pull(tracked, 1, "Add retries"), pull(tracked, 2, "Fix typo")]
+
+    # When someone posts the bulk delete action, confirmed, for them
+    response = admin_client.post(
+        PULLS_URL,
+        {"action": "delete_selected", "_selected_action": [pr.pk for pr in prs], "post": "yes"},
+    )
+
+    # Then the list is shown again without deleting anything
+    assert response.status_code == 200
+    assert PullRequest.objects.count() == 2
+
+
 def test_pull_request_page_is_view_only(admin_client):
     # Given a synced pull request
     pr = pull(repo(integration_for("acme"), "acme/widgets"), 7, "Add retries")
