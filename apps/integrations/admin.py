@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from apps.integrations.models import (
@@ -121,6 +122,15 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
                 "disconnected (reconnect it with manage.py track_repo).",
                 messages.WARNING,
             )
+
+    def save_model(
+        self, request: HttpRequest, obj: TrackedRepository, form: ModelForm, change: bool
+    ) -> None:
+        # Syncs write this row (status, watermark, checkpoint, lease) at any time; saving every
+        # column would put back what was read at the start of this request and undo a sync's
+        # write committed in between.
+        if form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
 
     @admin.display(description="last error")
     def short_error(self, obj: TrackedRepository) -> str:

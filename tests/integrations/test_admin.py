@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from django.db.models.signals import pre_save
 
 from apps.integrations.models import (
     GitHubIntegration,
@@ -109,6 +110,29 @@ def test_repository_changelist_filters_by_sync_status(admin_client):
     assert response.status_code == 200
     assert "acme/broken" in page(response)
     assert "acme/healthy" not in page(response)
+
+
+def test_saving_a_repository_in_the_admin_keeps_what_a_sync_wrote_meanwhile(admin_client):
+    # Given a repository, and a sync that commits to it while the operator's save is under way
+    tracked = repo(integration_for("acme"), "acme/widgets")
+
+    def sync_commits_meanwhile(sender, instance, **kwargs):
+        TrackedRepository.objects.filter(pk=instance.pk).update(
+            sync_status=TrackedRepository.SyncStatus.SYNCING, sync_watermark=WHEN
+        )
+
+    pre_save.connect(sync_commits_meanwhile, sender=TrackedRepository)
+    try:
+        # When the operator switches the repository off
+        response = admin_client.post(f"{REPOS_URL}{tracked.pk}/change/", {"_save": "Save"})
+    finally:
+        pre_save.disconnect(sync_commits_meanwhile, sender=TrackedRepository)
+
+    # Then only that changed: the sync's write stands
+    assert response.status_code == 302
+    row = TrackedRepository.objects.get(pk=tracked.pk)
+    assert row.is_active is False
+    assert (row.sync_status, row.sync_watermark) == ("syncing", WHEN)
 
 
 # -- credentials -----------------------------------------------------------------------------
