@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from apps.integrations.models import (
@@ -13,12 +15,19 @@ from apps.integrations.models import (
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Data that comes from GitHub: visible, never edited by hand."""
+    """Data that comes from GitHub: visible, never edited or deleted by hand.
+
+    A deleted row would not come back with the next incremental sync (that lists only what
+    changed on GitHub since), so our copy would silently miss it until the PR is edited.
+    """
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 
@@ -51,6 +60,15 @@ class IntegrationCredentialAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # Django accepts a query-string filter on any of the model's own columns. On this one,
+        # startswith and regex compare the stored ciphertext with the raw value (only exact-style
+        # lookups encrypt it first), so the result count would let a viewer read the ciphertext
+        # one character at a time.
+        if lookup.split(LOOKUP_SEP, 1)[0] == "access_token":
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
 
 @admin.register(TrackedRepository)
@@ -104,6 +122,15 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
                 "disconnected (reconnect it with manage.py track_repo).",
                 messages.WARNING,
             )
+
+    def save_model(
+        self, request: HttpRequest, obj: TrackedRepository, form: ModelForm, change: bool
+    ) -> None:
+        # Syncs write this row (status, watermark, checkpoint, lease) at any time; saving every
+        # column would put back what was read at the start of this request and undo a sync's
+        # write committed in between.
+        if form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
 
     @admin.display(description="last error")
     def short_error(self, obj: TrackedRepository) -> str:
