@@ -1,0 +1,128 @@
+"""Fault injection with real worker processes: whatever happens to a worker, nothing is lost.
+
+Each case ends by comparing every pull request in the database with the emulator's truth and
+by checking that no repository is left in a status that is not true.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.integrations.models import PullRequest, TrackedRepository
+from devtools.processes import stop_process
+from tests import builders
+from tests.processes import manage, process_env, start, wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.fault]
+
+DEADLINE = 120  # seconds: any wait below, on a loaded 2-core machine
+REPO = "acme/api"
+
+
+@pytest.fixture(autouse=True)
+def log_tails(tmp_path):
+    """A failure report ends with each process log's tail (pytest shows teardown output of
+    failed tests only)."""
+    yield
+    for log in sorted(tmp_path.glob("*.log")):
+        sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
+
+
+def worker(env: dict[str, str], log, *, host: str):
+    """A rundramatiq worker that presents itself as machine ``host``."""
+    return start(
+        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "2"],
+        {**env, "SYNC_HOST_ID": host},
+        log,
+    )
+
+
+def position(repo_id: int) -> tuple:
+    return TrackedRepository.objects.values_list(
+        "sync_checkpoint",
+        "sync_watermark",
+        "sync_listing_etag",
+        "sync_status",
+        "last_sync_error",
+        "last_sync_at",
+    ).get(pk=repo_id)
+
+
+def test_worker_paused_past_its_lease_writes_nothing_after_another_took_over(
+    emulator, redis_url, days_ago, tmp_path
+):
+    # Given a large repository, and workers that give up on a silent peer quickly
+    emulator.generate_pulls(REPO, 600, start=days_ago(60), step=timedelta(hours=2))
+    repo = builders.tracked_repo(emulator, REPO)
+    env = process_env(
+        emulator,
+        REDIS_URL=redis_url,
+        SYNC_LEASE_SECONDS="3",
+        DRAMATIQ_HEARTBEAT_TIMEOUT_MS="2000",
+        DRAMATIQ_MAINTENANCE_CHANCE="1000000",
+    )
+    a = worker(env, tmp_path / "a.log", host="host-a")
+    paused = threading.Event()
+
+    def pause_a_mid_sync(request):
+        # A's third listing: it has stored two pages with their checkpoint.
+        listings = emulator.count_requests(path_contains="/issues")
+        if "/issues" in request.path and listings == 2 and not paused.is_set():
+            paused.set()
+            os.killpg(a.pid, signal.SIGSTOP)
+
+    emulator.add_hook(pause_a_mid_sync)
+    b = None
+    try:
+        assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
+        wait_until(paused.is_set, timeout=DEADLINE, what="A mid-sync", log=tmp_path / "a.log")
+        stored_by_a = PullRequest.objects.count()
+
+        # When A stays paused past its lease, worker B (another machine) takes over ...
+        b = worker(env, tmp_path / "b.log", host="host-b")
+        wait_until(
+            lambda: position(repo.pk)[3] == "idle" and position(repo.pk)[1] is not None,
+            timeout=DEADLINE,
+            what="B to finish the sync",
+            log=tmp_path / "b.log",
+        )
+        finished_by_b = position(repo.pk)
+        resumed_at = timezone.now()
+        # ... and A resumes, mid-request, with its old position in memory
+        os.killpg(a.pid, signal.SIGCONT)
+        wait_until(
+            lambda: "repo_sync.lease_lost" in (tmp_path / "a.log").read_text(),
+            timeout=DEADLINE,
+            what="A to notice it lost the lease",
+            log=tmp_path / "a.log",
+        )
+    finally:
+        if paused.is_set():
+            os.killpg(a.pid, signal.SIGCONT)
+        stop_process(a)
+        if b is not None:
+            stop_process(b)
+
+    # Then A wrote nothing after it resumed: the position and status are B's, no row changed
+    assert 100 <= stored_by_a < 600
+    assert position(repo.pk) == finished_by_b
+    assert finished_by_b[0] is None  # B's finished pass, not A's stale checkpoint
+    newest_write = PullRequest.objects.aggregate(newest=Max("updated_at"))["newest"]
+    assert newest_write < resumed_at
+    builders.assert_matches_github(emulator, repo)
+
+    # And an incremental sync after some edits brings the database to GitHub's truth
+    for number in (1, 300, 600):
+        emulator.update(REPO, number, title=f"Edited #{number}")
+    result = manage(emulator, "sync_repo", REPO)
+    assert result.returncode == 0, result.stderr
+    builders.assert_matches_github(emulator, repo)
+    assert position(repo.pk)[3] == "idle"
