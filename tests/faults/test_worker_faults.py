@@ -126,3 +126,57 @@ def test_worker_paused_past_its_lease_writes_nothing_after_another_took_over(
     assert result.returncode == 0, result.stderr
     builders.assert_matches_github(emulator, repo)
     assert position(repo.pk)[3] == "idle"
+
+
+def test_worker_killed_mid_sync_is_redelivered_and_resumes_from_its_checkpoint(
+    emulator, redis_url, days_ago, tmp_path
+):
+    emulator.generate_pulls(REPO, 400, start=days_ago(60), step=timedelta(hours=2))
+    repo = builders.tracked_repo(emulator, REPO)
+    # A dead worker's messages are requeued by broker maintenance once its heartbeat is older
+    # than heartbeat_timeout; make both quick so the test does not wait minutes. The two
+    # workers are two machines: only the lease's expiry frees it.
+    env = process_env(
+        emulator,
+        REDIS_URL=redis_url,
+        DRAMATIQ_HEARTBEAT_TIMEOUT_MS="2000",
+        DRAMATIQ_MAINTENANCE_CHANCE="1000000",
+        SYNC_LEASE_SECONDS="5",
+    )
+    first = worker(env, tmp_path / "first.log", host="host-a")
+    killed: dict[str, int] = {}
+    details = {"n": 0}
+
+    def kill_mid_page(request):
+        # SIGKILL while the second page's details are being fetched.
+        if builders.is_detail_request(request) and not killed:
+            details["n"] += len(request.graphql_numbers) or 1
+            if details["n"] >= 150:
+                killed["seq"] = request.seq
+                os.killpg(first.pid, signal.SIGKILL)
+
+    emulator.add_hook(kill_mid_page)
+    second = None
+    try:
+        assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
+        wait_until(lambda: bool(killed), timeout=DEADLINE, what="the kill")
+        first.wait(timeout=DEADLINE)
+        assert PullRequest.objects.count() == 100  # page 1, committed with its checkpoint
+
+        second = worker(env, tmp_path / "second.log", host="host-b")
+        wait_until(
+            lambda: position(repo.pk)[3] == "idle" and position(repo.pk)[1] is not None,
+            timeout=DEADLINE,
+            what="the redelivered message to finish the sync",
+            log=tmp_path / "second.log",
+        )
+    finally:
+        stop_process(first, sig=signal.SIGKILL)
+        if second is not None:
+            stop_process(second)
+
+    builders.assert_matches_github(emulator, repo)
+    repo.refresh_from_db()
+    assert repo.sync_checkpoint is None and repo.sync_lease_owner == ""
+    # Only the interrupted page was done again: pages 2 to 4, 300 details, not 400.
+    assert len(builders.detail_fetches(emulator, after=killed["seq"])) == 300

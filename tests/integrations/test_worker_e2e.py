@@ -7,11 +7,8 @@ before the processes are up. A failure shows the tail of each process's log.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 
 import pytest
@@ -132,49 +129,3 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
     assert PullRequest.objects.count() == 150
     fetched = builders.detail_fetches(emulator)
     assert len(fetched) == len(set(fetched)) == 150  # nothing fetched twice
-
-
-def test_worker_killed_mid_sync_loses_nothing(emulator, redis_url, days_ago, tmp_path):
-    emulator.generate_pulls("acme/api", 400, start=days_ago(60), step=timedelta(hours=2))
-    builders.tracked_repo(emulator, "acme/api")
-    # A dead worker's messages are requeued by broker maintenance once its heartbeat is older
-    # than heartbeat_timeout; make both quick so the test does not wait minutes.
-    env = process_env(
-        emulator,
-        REDIS_URL=redis_url,
-        DRAMATIQ_HEARTBEAT_TIMEOUT_MS="2000",
-        DRAMATIQ_MAINTENANCE_CHANCE="1000000",
-        SYNC_LEASE_SECONDS="5",
-    )
-    first = worker(env, tmp_path / "first.log")
-    details = {"n": 0}
-    killed = threading.Event()
-
-    def kill_mid_page(req):
-        if builders.is_detail_request(req):
-            details["n"] += len(req.graphql_numbers) if req.path.endswith("/graphql") else 1
-            if details["n"] >= 150 and not killed.is_set():
-                killed.set()
-                os.killpg(first.pid, signal.SIGKILL)
-
-    emulator.add_hook(kill_mid_page)
-    second = None
-    try:
-        assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
-        wait_until(killed.is_set, timeout=DEADLINE, what="the kill", log=tmp_path / "first.log")
-        first.wait(timeout=DEADLINE)
-        emulator.remove_hook(kill_mid_page)
-        assert PullRequest.objects.count() == 100  # page 1, committed with its checkpoint
-
-        second = worker(env, tmp_path / "second.log")
-        wait_until(all_synced, timeout=DEADLINE, what="resume", log=tmp_path / "second.log")
-    finally:
-        stop(first, sig=signal.SIGKILL)
-        if second is not None:
-            stop(second)
-
-    assert PullRequest.objects.count() == 400
-    repo = TrackedRepository.objects.get()
-    assert repo.sync_checkpoint is None and repo.sync_lease_owner == ""
-    # At most the interrupted page was done again.
-    assert len(builders.detail_fetches(emulator)) <= 400 + 100
