@@ -45,6 +45,25 @@ def worker(env: dict[str, str], log, *, host: str):
     )
 
 
+def quick_takeover_env(emulator, redis_url: str, *, lease_seconds: int) -> dict[str, str]:
+    """Workers that notice a silent peer within seconds: its unacked messages are requeued by
+    broker maintenance once its heartbeat is older than 2 s (maintenance on every command),
+    and its repository lease lapses after ``lease_seconds``."""
+    return process_env(
+        emulator,
+        REDIS_URL=redis_url,
+        SYNC_LEASE_SECONDS=str(lease_seconds),
+        DRAMATIQ_HEARTBEAT_TIMEOUT_MS="2000",
+        DRAMATIQ_MAINTENANCE_CHANCE="1000000",
+    )
+
+
+def finished(repo_id: int) -> bool:
+    """A pass finished: idle with a watermark."""
+    checkpoint, watermark, _, status, *_ = position(repo_id)
+    return status == "idle" and watermark is not None and checkpoint is None
+
+
 def position(repo_id: int) -> tuple:
     return TrackedRepository.objects.values_list(
         "sync_checkpoint",
@@ -62,13 +81,7 @@ def test_worker_paused_past_its_lease_writes_nothing_after_another_took_over(
     # Given a large repository, and workers that give up on a silent peer quickly
     emulator.generate_pulls(REPO, 600, start=days_ago(60), step=timedelta(hours=2))
     repo = builders.tracked_repo(emulator, REPO)
-    env = process_env(
-        emulator,
-        REDIS_URL=redis_url,
-        SYNC_LEASE_SECONDS="3",
-        DRAMATIQ_HEARTBEAT_TIMEOUT_MS="2000",
-        DRAMATIQ_MAINTENANCE_CHANCE="1000000",
-    )
+    env = quick_takeover_env(emulator, redis_url, lease_seconds=3)
     a = worker(env, tmp_path / "a.log", host="host-a")
     paused = threading.Event()
 
@@ -89,7 +102,7 @@ def test_worker_paused_past_its_lease_writes_nothing_after_another_took_over(
         # When A stays paused past its lease, worker B (another machine) takes over ...
         b = worker(env, tmp_path / "b.log", host="host-b")
         wait_until(
-            lambda: position(repo.pk)[3] == "idle" and position(repo.pk)[1] is not None,
+            lambda: finished(repo.pk),
             timeout=DEADLINE,
             what="B to finish the sync",
             log=tmp_path / "b.log",
@@ -133,16 +146,8 @@ def test_worker_killed_mid_sync_is_redelivered_and_resumes_from_its_checkpoint(
 ):
     emulator.generate_pulls(REPO, 400, start=days_ago(60), step=timedelta(hours=2))
     repo = builders.tracked_repo(emulator, REPO)
-    # A dead worker's messages are requeued by broker maintenance once its heartbeat is older
-    # than heartbeat_timeout; make both quick so the test does not wait minutes. The two
-    # workers are two machines: only the lease's expiry frees it.
-    env = process_env(
-        emulator,
-        REDIS_URL=redis_url,
-        DRAMATIQ_HEARTBEAT_TIMEOUT_MS="2000",
-        DRAMATIQ_MAINTENANCE_CHANCE="1000000",
-        SYNC_LEASE_SECONDS="5",
-    )
+    # The two workers are two machines: only the lease's expiry frees it.
+    env = quick_takeover_env(emulator, redis_url, lease_seconds=5)
     first = worker(env, tmp_path / "first.log", host="host-a")
     killed: dict[str, int] = {}
     details = {"n": 0}
@@ -165,7 +170,7 @@ def test_worker_killed_mid_sync_is_redelivered_and_resumes_from_its_checkpoint(
 
         second = worker(env, tmp_path / "second.log", host="host-b")
         wait_until(
-            lambda: position(repo.pk)[3] == "idle" and position(repo.pk)[1] is not None,
+            lambda: finished(repo.pk),
             timeout=DEADLINE,
             what="the redelivered message to finish the sync",
             log=tmp_path / "second.log",
