@@ -179,3 +179,15 @@ def test_reconnecting_clears_only_the_credentials_error():
         pk=first.pk
     ) == ("idle", "")
     assert TrackedRepository.objects.get(pk=second.pk).last_sync_error == "404 Not Found"
+
+
+@pytest.mark.django_db
+def test_every_status_change_records_when_it_happened():
+    integration = connected_team("acme", repos=1)
+    repo = TrackedRepository.objects.get(integration=integration)
+    before = timezone.now()
+
+    sync_outcome.repository_sync_started(tracked_repo=repo)
+
+    repo.refresh_from_db()
+    assert repo.sync_status == "syncing" and repo.sync_status_changed_at >= before
