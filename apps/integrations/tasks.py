@@ -10,8 +10,9 @@ worker thread ever sleeps waiting for a limit. Outcomes are recorded where they 
 sync job records syncing, idle and queued, the actor a deferral, and ``SyncOutcomeMiddleware``
 the errors, once Retries has decided whether they are final. Actors return nothing.
 
-New requests (the fan-out, the admin) mark a repository ``queued`` only once its message is
-in the queue, so a send that fails leaves none waiting for a message that does not exist.
+New requests (the fan-out, the admin, the sweep) mark a repository ``queued`` only once its
+message is in the queue, so a send that fails leaves none waiting for a message that does not
+exist; the sweep (``sweep_stuck_repositories``) sends again what a lost message left behind.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dramatiq.middleware import CurrentMessage
 
 from apps.integrations.broker import UNAVAILABLE, chunks, enqueue_many
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services import rate_limits, sync_outcome
+from apps.integrations.services import rate_limits, sync_outcome, sync_sweep
 from apps.integrations.services.github_client import (
     GitHubForbidden,
     GitHubNotConnected,
@@ -42,6 +43,9 @@ from apps.integrations.services.sync_jobs import repository_sync_job
 logger = logging.getLogger(__name__)
 
 QUEUE = "github_sync"
+# The sweep's own queue: behind a fan-out's thousands of sync messages its message would
+# wait, and expire, exactly when statuses are most likely to be stale.
+SWEEP_QUEUE = "github_sync_sweep"
 # GitHub answers that retrying cannot change.
 PERMANENT_ERRORS = (
     GitHubUnauthorized,
@@ -167,9 +171,10 @@ def enqueue_all_repository_syncs(*, requested_at: datetime | None = None) -> int
     its message is in the queue. Returns how many were enqueued; raises ``EnqueueFailed``.
 
     ``requested_at`` is when the fan-out was asked for (default: now). A repository with a
-    message enqueued since then (by an earlier attempt of this fan-out, or the admin) is
-    skipped: that message's sync starts after the request. The others have the request
-    noted first, so those a failed fan-out did not send are sent by its retry.
+    message enqueued since then (by an earlier attempt of this fan-out, the admin or the
+    sweep) is skipped: that message's sync starts after the request. The others have the
+    request noted first, so those a failed fan-out did not send are sent by its retry or, if
+    that is lost too (Redis still down when Retries re-enqueues it), by the sweep.
     """
     requested_at = requested_at or timezone.now()
     syncable = TrackedRepository.objects.syncable()
@@ -198,6 +203,14 @@ def enqueue_repository_syncs(*, tracked_repo_ids: Iterable[int], full: bool = Fa
         .values_list("pk", flat=True)
     )
     return _enqueue_syncs(ids, full=full)
+
+
+@dramatiq.actor(queue_name=SWEEP_QUEUE, max_retries=0)
+def sweep_stuck_repositories() -> None:
+    """Every few minutes (``settings.SCHEDULED_TASKS``): send again the repositories whose
+    status nothing will change any more (``services.sync_sweep``). No retries: the next run
+    is minutes away."""
+    _enqueue_syncs(sync_sweep.sweep_repositories().to_enqueue)
 
 
 def _enqueue_syncs(ids: Sequence[int], *, full: bool = False) -> int:

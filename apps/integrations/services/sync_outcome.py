@@ -6,7 +6,7 @@ and so are the columns that say how long a status has held (``sync_status_change
 ``sync_enqueued_at``). The functions are called where each outcome happens: the sync job
 (started, finished, continued), the actor (deferred for a rate limit), whoever decides an
 error is final (the Dramatiq middleware after the Retries middleware, or the CLI), the task
-layer once messages are in the queue. Writes are ``UPDATE``s of those columns
+layer once messages are in the queue, and the sweep. Writes are ``UPDATE``s of those columns
 only, so they never clobber the checkpoint a running sync saves.
 
 ``queued`` is recorded only for a message that is in the queue (``repository_syncs_enqueued``,
@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Literal
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -42,6 +43,10 @@ MAX_ERROR_LENGTH = 500
 CREDENTIALS_REJECTED = (
     "GitHub rejected the credentials (401 Bad credentials); the integration is disconnected. "
     "Reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
+)
+DISCONNECTED = (
+    "The team's GitHub integration is disconnected (it has no credential), so this repository "
+    "cannot sync. Reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
 )
 
 # Shapes of GitHub tokens (classic, fine-grained, app, OAuth) and "token xyz" headers: a
@@ -95,7 +100,7 @@ def repository_syncs_requested(
 ) -> int:
     """The fan-out, asked for at ``requested_at``, is about to send a message for each of
     ``repos``: note the request on those that had none enqueued since. A fan-out that stops
-    halfway (Redis lost) leaves the rest noted, and its retry sends them; a retry
+    halfway (Redis lost) leaves the rest noted, and its retry or the sweep sends them; a retry
     of the same fan-out finds the ones already sent unnoted and leaves them alone. Returns
     how many are noted."""
     not_sent_since = Q(sync_enqueued_at__isnull=True) | Q(sync_enqueued_at__lt=requested_at)
@@ -186,8 +191,25 @@ def integration_credentials_rejected(*, integration: GitHubIntegration) -> int:
 def integration_reconnected(*, integration: GitHubIntegration) -> int:
     """A new token was stored: clear the credential error on the integration's repositories."""
     return TrackedRepository.objects.filter(
-        integration=integration, last_sync_error=CREDENTIALS_REJECTED
+        integration=integration, last_sync_error__in=[CREDENTIALS_REJECTED, DISCONNECTED]
     ).update(**_status(Status.IDLE, last_sync_error=""))
+
+
+def repository_sync_abandoned(
+    *, tracked_repo_ids: Iterable[int], reason: Literal["inactive", "disconnected"]
+) -> int:
+    """Repositories left ``queued``, ``syncing`` or ``rate_limited`` that no message will
+    sync (the job skips them) get a status that stays true: an inactive one ``idle`` with its
+    last error kept (it is not meant to sync), one whose integration is disconnected
+    ``error`` saying so (until it is reconnected). The status is checked again in the write,
+    with the lease: a sync that started meanwhile keeps its own. Returns how many changed."""
+    pending = [Status.QUEUED, Status.SYNCING, Status.RATE_LIMITED]
+    rows = TrackedRepository.objects.filter(
+        lease_free(timezone.now()), pk__in=list(tracked_repo_ids), sync_status__in=pending
+    )
+    if reason == "inactive":
+        return rows.update(**_status(Status.IDLE))
+    return rows.update(**_status(Status.ERROR, last_sync_error=DISCONNECTED))
 
 
 def repository_sync_error(*, tracked_repo: TrackedRepository, error: GitHubError) -> None:
