@@ -147,8 +147,12 @@ class Runner:
             if message is not None:
                 record_run(self._client, job.job_id, self._now())
         except UNAVAILABLE as error:
-            # Not recorded as run, so the next leader start catches it up.
+            # Not recorded as run. Stepping down makes that the retry: leading again (this
+            # scheduler once Redis answers, or a standby) starts with catching missed runs up.
+            # Staying on would leave it missed until some later leader start, a day away for
+            # the daily fan-out if Redis only blinked.
             logger.error("scheduler.enqueue_failed job_id=%r error=%r", job.job_id, str(error))
+            self._step_down()
 
     def _send_if_leader(self, job: ScheduledJob) -> Message | None:
         if not self._lock.owned():

@@ -83,3 +83,25 @@ def stub_worker(stub_broker):
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def use_redis_broker():
+    """``use(url)`` makes a RedisBroker at ``url`` the global broker for this test, the one
+    ``enqueue_many`` sends through (actors keep the StubBroker); restored afterwards."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    stub = dramatiq.get_broker()
+    made: list[RedisBroker] = []
+
+    def use(url: str) -> RedisBroker:
+        broker = RedisBroker(url=url)
+        made.append(broker)
+        dramatiq.set_broker(broker)
+        return broker
+
+    yield use
+    dramatiq.set_broker(stub)
+    for broker in made:
+        broker.client.connection_pool.disconnect()

@@ -6,6 +6,7 @@ Every setting the README documents is read here and nowhere else.
 import os
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -180,6 +181,12 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 SYNC_LEASE_SECONDS = int(os.environ.get("SYNC_LEASE_SECONDS", "90"))
 # Work one message does before it checkpoints and re-enqueues itself (TimeLimit stays far).
 SYNC_MESSAGE_TIME_BUDGET_SECONDS = int(os.environ.get("SYNC_MESSAGE_TIME_BUDGET_SECONDS", "300"))
+# After how long the sweep takes a repository still "queued" (or "rate_limited" past its retry
+# time) for one whose message is lost, and sends another. Above the longest wait the task
+# layer schedules itself (a retry's backoff: 10 min) and the time a daily fan-out takes to
+# drain; a message merely slower than this gets a duplicate that the lease drops or that
+# ends at its first request, a free 304.
+SYNC_STUCK_AFTER_SECONDS = int(os.environ.get("SYNC_STUCK_AFTER_SECONDS", "3600"))
 
 # Periodic tasks for `python -m scheduler`: "task" is the dotted path of an actor, "schedule"
 # a timedelta or a 5-field crontab string (UTC), "expire_seconds" the message's max age.
@@ -188,6 +195,14 @@ SCHEDULED_TASKS = {
         "task": "apps.integrations.tasks.sync_all_repositories",
         "schedule": os.environ.get("SYNC_SCHEDULE", "").strip() or "0 3 * * *",
         "expire_seconds": 60 * 60,
+    },
+    # Statuses nothing will change any more (a lost message, a dead worker, a fan-out that
+    # stopped halfway): sent again, or set to what is true. A run not started within its
+    # interval is dropped: the next one does the same work.
+    "sweep-stuck-repositories": {
+        "task": "apps.integrations.tasks.sweep_stuck_repositories",
+        "schedule": timedelta(minutes=5),
+        "expire_seconds": 5 * 60,
     },
 }
 

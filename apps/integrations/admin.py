@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
@@ -12,6 +14,9 @@ from apps.integrations.models import (
     PullRequest,
     TrackedRepository,
 )
+
+if TYPE_CHECKING:
+    from apps.integrations.tasks import EnqueueFailed
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -84,6 +89,7 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "full_name",
         "webhook_id",
         "sync_status",
+        "sync_status_changed_at",
         "last_sync_at",
         "last_sync_error",
         "sync_watermark",
@@ -107,10 +113,14 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
     def _enqueue(
         self, request: HttpRequest, queryset: QuerySet[TrackedRepository], *, full: bool
     ) -> None:
-        from apps.integrations.tasks import enqueue_repository_syncs
+        from apps.integrations.tasks import EnqueueFailed, enqueue_repository_syncs
 
         selected = list(queryset.values_list("pk", flat=True))
-        count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full)
+        try:
+            count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full)
+        except EnqueueFailed as failure:
+            self.message_user(request, _queue_down_message(failure), messages.ERROR)
+            return
         kind = "full resync" if full else "sync"
         noun = "repository" if count == 1 else "repositories"
         self.message_user(request, f"Queued a {kind} of {count} {noun}.", messages.SUCCESS)
@@ -139,6 +149,15 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+def _queue_down_message(failure: EnqueueFailed) -> str:
+    if not failure.enqueued:
+        return "Could not reach the task queue (Redis); nothing was queued."
+    return (
+        f"Could not reach the task queue (Redis) after queueing {failure.enqueued} of "
+        f"{failure.total} repositories; the others were not queued."
+    )
 
 
 @admin.register(PullRequest)

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import islice
+from typing import TypeVar
 from uuid import uuid4
 
 import dramatiq
+import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 CHUNK = 1_000
+# What enqueueing raises when the queue cannot take messages (Redis down, unreachable,
+# out of memory).
+UNAVAILABLE = (redis.RedisError, dramatiq.errors.BrokerError)
+
+T = TypeVar("T")
 
 
-def _chunks(messages: Iterable[Message], size: int) -> Iterator[list[Message]]:
-    iterator = iter(messages)
-    while chunk := list(islice(iterator, size)):
+def chunks(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (default ``CHUNK``: what one pipeline round trip
+    carries)."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size or CHUNK)):
         yield chunk
 
 
@@ -41,7 +50,7 @@ def enqueue_many(messages: Iterable[Message], *, broker: dramatiq.Broker | None 
     dispatch = broker.scripts["dispatch"]
     unpack = broker._max_unpack_size()
     count = 0
-    for chunk in _chunks(messages, CHUNK):
+    for chunk in chunks(messages):
         pipeline = broker.client.pipeline(transaction=False)
         prepared = []
         for message in chunk:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from apps.integrations.fields import EncryptedSecretField
 from apps.teams.models import BaseTeamModel, TeamScopedQuerySet
@@ -90,6 +91,25 @@ class TrackedRepository(BaseTeamModel):
     last_sync_error = models.TextField(blank=True, default="")
     sync_status = models.CharField(
         max_length=16, choices=SyncStatus.choices, default=SyncStatus.IDLE
+    )
+    # Also written only by services.sync_outcome. The sweep (services/sync_sweep.py) reads
+    # them to tell a status that is still true from one nothing will ever change.
+    sync_status_changed_at = models.DateTimeField(
+        default=timezone.now,
+        help_text="When sync_status was last set (for 'queued': when its message was sent).",
+    )
+    sync_retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="While rate limited: when GitHub lets the sync resume."
+    )
+    sync_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The fan-out asked for a sync then and has not enqueued its message yet.",
+    )
+    sync_enqueued_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the last requested sync's message was enqueued (fan-out, admin, sweep).",
     )
 
     # Where the next sync starts. These come from GitHub's own updated_at values, never from

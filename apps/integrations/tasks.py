@@ -9,24 +9,27 @@ as a fresh message so the retry budget stays whole; the sync resumes from its ch
 worker thread ever sleeps waiting for a limit. Outcomes are recorded where they happen: the
 sync job records syncing, idle and queued, the actor a deferral, and ``SyncOutcomeMiddleware``
 the errors, once Retries has decided whether they are final. Actors return nothing.
+
+New requests (the fan-out, the admin, the sweep) mark a repository ``queued`` only once its
+message is in the queue, so a send that fails leaves none waiting for a message that does not
+exist; the sweep (``sweep_stuck_repositories``) sends again what a lost message left behind.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 import dramatiq
 from django.conf import settings
-from django.db import transaction
+from django.utils import timezone
 from dramatiq.middleware import CurrentMessage
 
-from apps.integrations.broker import enqueue_many
+from apps.integrations.broker import UNAVAILABLE, chunks, enqueue_many
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services import rate_limits, sync_outcome
+from apps.integrations.services import rate_limits, sync_outcome, sync_sweep
 from apps.integrations.services.github_client import (
     GitHubForbidden,
     GitHubNotConnected,
@@ -40,6 +43,9 @@ from apps.integrations.services.sync_jobs import repository_sync_job
 logger = logging.getLogger(__name__)
 
 QUEUE = "github_sync"
+# The sweep's own queue: behind a fan-out's thousands of sync messages its message would
+# wait, and expire, exactly when statuses are most likely to be stale.
+SWEEP_QUEUE = "github_sync_sweep"
 # GitHub answers that retrying cannot change.
 PERMANENT_ERRORS = (
     GitHubUnauthorized,
@@ -135,37 +141,96 @@ def _millis(delta: timedelta) -> int:
     return max(int(delta.total_seconds() * 1000), 0)
 
 
+class EnqueueFailed(Exception):
+    """The task queue could not take the sync messages: ``enqueued`` of ``total`` made it
+    (those repositories show ``queued``), the others are as they were."""
+
+    def __init__(self, *, enqueued: int, total: int, error: Exception) -> None:
+        super().__init__(
+            f"the task queue failed after {enqueued} of {total} sync messages: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.enqueued = enqueued
+        self.total = total
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=3)
 def sync_all_repositories() -> None:
-    """The daily fan-out (see ``enqueue_all_repository_syncs``)."""
-    enqueue_all_repository_syncs()
+    """The daily fan-out (see ``enqueue_all_repository_syncs``). A retry or redelivery of
+    this message counts from when it was first sent, so it sends only what the attempt that
+    failed did not."""
+    message = CurrentMessage.get_current_message()
+    first_sent = (
+        datetime.fromtimestamp(message.message_timestamp / 1000, tz=UTC) if message else None
+    )
+    enqueue_all_repository_syncs(requested_at=first_sent)
 
 
-def enqueue_all_repository_syncs() -> int:
-    """One ``sync_repository`` message per syncable repository, each marked ``queued``.
-    Returns how many were enqueued."""
-    ids = list(TrackedRepository.objects.syncable().values_list("pk", flat=True))
-    # Marked before sending: a worker may finish a repository before this loop ends, and its
-    # "idle" must not be overwritten by a late "queued".
-    with transaction.atomic():
-        sync_outcome.repository_sync_queued(tracked_repo_ids=ids)
-    count = enqueue_many(sync_repository.message(pk) for pk in ids)
+def enqueue_all_repository_syncs(*, requested_at: datetime | None = None) -> int:
+    """One ``sync_repository`` message per syncable repository, each marked ``queued`` once
+    its message is in the queue. Returns how many were enqueued; raises ``EnqueueFailed``.
+
+    ``requested_at`` is when the fan-out was asked for (default: now). A repository with a
+    message enqueued since then (by an earlier attempt of this fan-out, the admin or the
+    sweep) is skipped: that message's sync starts after the request. The others have the
+    request noted first, so those a failed fan-out did not send are sent by its retry or, if
+    that is lost too (Redis still down when Retries re-enqueues it), by the sweep.
+    """
+    requested_at = requested_at or timezone.now()
+    syncable = TrackedRepository.objects.syncable()
+    sync_outcome.repository_syncs_requested(repos=syncable, requested_at=requested_at)
+    ids = list(
+        syncable.filter(sync_requested_at__isnull=False).order_by("pk").values_list("pk", flat=True)
+    )
+    count = _enqueue_syncs(ids)
     logger.info("repo_sync.fanout", extra={"count": count})
     return count
 
 
 def enqueue_repository_syncs(*, tracked_repo_ids: Iterable[int], full: bool = False) -> int:
-    """Mark the syncable ones among ``tracked_repo_ids`` ``queued`` and send their sync
-    messages once the transaction commits (the admin's actions use this). Returns how many;
-    inactive and disconnected repositories are left as they are."""
+    """Send a sync message for each syncable one among ``tracked_repo_ids`` and mark it
+    ``queued`` (the admin's actions). Returns how many; inactive and disconnected
+    repositories are left as they are. Raises ``EnqueueFailed``.
+
+    Sent at once rather than on commit: the caller must learn that the queue is down, and a
+    worker needs nothing this transaction writes (the rows existed before; ``queued`` is
+    written after the send, and only where no worker got there first).
+    """
     ids = list(
         TrackedRepository.objects.syncable()
         .filter(pk__in=list(tracked_repo_ids))
+        .order_by("pk")
         .values_list("pk", flat=True)
     )
-    sync_outcome.repository_sync_queued(tracked_repo_ids=ids)
-    messages = [
-        sync_repository.message_with_options(args=(pk,), kwargs={"full": full}) for pk in ids
-    ]
-    transaction.on_commit(partial(enqueue_many, messages))
-    return len(messages)
+    return _enqueue_syncs(ids, full=full)
+
+
+@dramatiq.actor(queue_name=SWEEP_QUEUE, max_retries=0)
+def sweep_stuck_repositories() -> None:
+    """Every few minutes (``settings.SCHEDULED_TASKS``): send again the repositories whose
+    status nothing will change any more (``services.sync_sweep``). No retries: the next run
+    is minutes away."""
+    _enqueue_syncs(sync_sweep.sweep_repositories().to_enqueue)
+
+
+def _enqueue_syncs(ids: Sequence[int], *, full: bool = False) -> int:
+    """Enqueue a ``sync_repository`` message per id, one pipelined round trip per chunk,
+    marking each chunk ``queued`` once it is in the queue. Raises ``EnqueueFailed``."""
+    count = 0
+    for chunk in chunks(ids):
+        # Read before the send: a status set at or after it can only be a worker's that got
+        # to the repository first, and the mark must not overwrite it.
+        sent_at = timezone.now()
+        messages = (
+            sync_repository.message_with_options(args=(pk,), kwargs={"full": full}) for pk in chunk
+        )
+        try:
+            enqueue_many(messages)
+        except UNAVAILABLE as error:
+            # The failed chunk is not marked: a message of it may have made it, but a
+            # repository showing its old status while a message waits is harmless, one
+            # showing "queued" with none would be stuck.
+            raise EnqueueFailed(enqueued=count, total=len(ids), error=error) from error
+        sync_outcome.repository_syncs_enqueued(tracked_repo_ids=chunk, sent_at=sent_at)
+        count += len(chunk)
+    return count

@@ -1,4 +1,4 @@
-"""The repository admin's actions: "Sync now" and "Full resync" send messages on commit."""
+"""The repository admin's actions: "Sync now" and "Full resync" send messages at once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 import dramatiq
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.contrib.messages import get_messages
+from django.contrib.messages import ERROR, get_messages
 
 from apps.integrations.models import PullRequest, TrackedRepository
 from apps.integrations.tasks import QUEUE
@@ -51,12 +51,11 @@ def repos(emulator) -> list[TrackedRepository]:
 
 
 def test_sync_now_enqueues_one_sync_message_per_selected_repository(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+    admin_client, stub_broker, repos
 ):
     selected = repos[:2]
 
-    with django_capture_on_commit_callbacks(execute=True):
-        run_action(admin_client, "sync_now", *selected)
+    run_action(admin_client, "sync_now", *selected)
 
     messages = queued(stub_broker)
     assert sorted(m.args[0] for m in messages) == sorted(r.pk for r in selected)
@@ -65,64 +64,58 @@ def test_sync_now_enqueues_one_sync_message_per_selected_repository(
 
 
 def test_sync_now_runs_at_once_and_redirects_back_to_the_changelist(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+    admin_client, stub_broker, repos
 ):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = run_action(admin_client, "sync_now", *repos[:2])
+    response = run_action(admin_client, "sync_now", *repos[:2])
 
     assert response.status_code == 302
     assert response.url == REPOS_URL
 
 
 def test_sync_now_marks_selected_repositories_queued_and_leaves_the_others_alone(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+    admin_client, stub_broker, repos
 ):
-    with django_capture_on_commit_callbacks(execute=True):
-        run_action(admin_client, "sync_now", *repos[:2])
+    run_action(admin_client, "sync_now", *repos[:2])
 
     assert [status_of(r) for r in repos] == ["queued", "queued", "idle"]
 
 
-def test_sync_now_reports_how_many_repositories_it_queued(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = run_action(admin_client, "sync_now", *repos[:2])
+def test_sync_now_reports_how_many_repositories_it_queued(admin_client, stub_broker, repos):
+    response = run_action(admin_client, "sync_now", *repos[:2])
 
     assert [str(m) for m in get_messages(response.wsgi_request)] == [
         "Queued a sync of 2 repositories."
     ]
 
 
-def test_sync_now_sends_nothing_until_the_transaction_commits(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
+def test_sync_now_with_redis_down_shows_an_error_and_leaves_the_rows_untouched(
+    admin_client, use_redis_broker, repos
 ):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        run_action(admin_client, "sync_now", *repos[:2])
-    assert queued(stub_broker) == []
+    # Given a task queue nothing answers at
+    use_redis_broker("redis://127.0.0.1:1/0")
+    before = list(TrackedRepository.objects.order_by("pk").values())
 
-    for callback in callbacks:
-        callback()
+    # When an operator syncs two repositories
+    response = run_action(admin_client, "sync_now", *repos[:2])
 
-    assert len(queued(stub_broker)) == 2
+    # Then the page comes back with an error saying so, and no row claims a queued message
+    assert response.status_code == 302 and response.url == REPOS_URL
+    [shown] = list(get_messages(response.wsgi_request))
+    assert shown.level == ERROR
+    assert str(shown) == "Could not reach the task queue (Redis); nothing was queued."
+    assert list(TrackedRepository.objects.order_by("pk").values()) == before
 
 
-def test_full_resync_enqueues_messages_with_full_true(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        run_action(admin_client, "full_resync", *repos[:2])
+def test_full_resync_enqueues_messages_with_full_true(admin_client, stub_broker, repos):
+    run_action(admin_client, "full_resync", *repos[:2])
 
     messages = queued(stub_broker)
     assert sorted(m.args[0] for m in messages) == sorted(r.pk for r in repos[:2])
     assert [m.kwargs for m in messages] == [{"full": True}] * 2
 
 
-def test_full_resync_of_one_repository_reports_it_in_the_singular(
-    admin_client, stub_broker, repos, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = run_action(admin_client, "full_resync", repos[0])
+def test_full_resync_of_one_repository_reports_it_in_the_singular(admin_client, stub_broker, repos):
+    response = run_action(admin_client, "full_resync", repos[0])
 
     assert [str(m) for m in get_messages(response.wsgi_request)] == [
         "Queued a full resync of 1 repository."
@@ -162,23 +155,21 @@ def test_staff_without_change_permission_does_not_see_the_sync_actions(client, r
 @pytest.mark.parametrize("action", ["sync_now", "full_resync"])
 @WITHOUT_CHANGE_PERMISSION
 def test_staff_without_change_permission_cannot_run_a_sync_action_by_post(
-    client, stub_broker, repos, django_capture_on_commit_callbacks, action, permissions
+    client, stub_broker, repos, action, permissions
 ):
     client.force_login(staff_with(*permissions))
     before = list(TrackedRepository.objects.order_by("pk").values())
 
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = run_action(client, action, *repos)
+    response = run_action(client, action, *repos)
 
     assert response.status_code in (200, 302)  # the list again, not an error
-    assert callbacks == []
     assert queued(stub_broker) == []
     assert list(TrackedRepository.objects.order_by("pk").values()) == before
 
 
 @pytest.mark.django_db(transaction=True)
 def test_sync_now_then_workers_sync_the_selected_repositories(
-    admin_client, stub_broker, stub_worker, emulator, days_ago, django_capture_on_commit_callbacks
+    admin_client, stub_broker, stub_worker, emulator, days_ago
 ):
     names = ["acme/x", "acme/y"]
     for name in names:
@@ -186,8 +177,7 @@ def test_sync_now_then_workers_sync_the_selected_repositories(
     selected = [builders.tracked_repo(emulator, name) for name in names]
     other = builders.tracked_repo(emulator, "acme/z")
 
-    with django_capture_on_commit_callbacks(execute=True):
-        run_action(admin_client, "sync_now", *selected)
+    run_action(admin_client, "sync_now", *selected)
     stub_broker.join(QUEUE, timeout=30_000, fail_fast=False)
 
     for repo in selected:
@@ -198,7 +188,7 @@ def test_sync_now_then_workers_sync_the_selected_repositories(
 
 
 def test_sync_now_skips_inactive_and_disconnected_repositories_and_says_so(
-    admin_client, stub_broker, repos, emulator, django_capture_on_commit_callbacks
+    admin_client, stub_broker, repos, emulator
 ):
     # Given one inactive repository and one whose team's integration is disconnected
     inactive, syncable, _ = repos
@@ -206,8 +196,7 @@ def test_sync_now_skips_inactive_and_disconnected_repositories_and_says_so(
     disconnected = builders.tracked_repo(emulator, "globex/app", team_slug="globex")
     disconnected.integration.credential.delete()
 
-    with django_capture_on_commit_callbacks(execute=True):
-        response = run_action(admin_client, "sync_now", inactive, syncable, disconnected)
+    response = run_action(admin_client, "sync_now", inactive, syncable, disconnected)
 
     # Then only the syncable one is queued: a skipped row must not show "queued" for good
     assert [m.args[0] for m in queued(stub_broker)] == [syncable.pk]

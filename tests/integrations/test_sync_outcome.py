@@ -179,3 +179,30 @@ def test_reconnecting_clears_only_the_credentials_error():
         pk=first.pk
     ) == ("idle", "")
     assert TrackedRepository.objects.get(pk=second.pk).last_sync_error == "404 Not Found"
+
+
+@pytest.mark.django_db
+def test_reconnecting_clears_the_disconnected_error_the_sweep_recorded():
+    integration = connected_team("acme", repos=1)
+    repo = TrackedRepository.objects.get(integration=integration)
+    TrackedRepository.objects.filter(pk=repo.pk).update(sync_status="queued")
+    sync_outcome.repository_sync_abandoned(tracked_repo_ids=[repo.pk], reason="disconnected")
+    assert TrackedRepository.objects.get(pk=repo.pk).sync_status == "error"
+
+    sync_outcome.integration_reconnected(integration=integration)
+
+    assert TrackedRepository.objects.values_list("sync_status", "last_sync_error").get(
+        pk=repo.pk
+    ) == ("idle", "")
+
+
+@pytest.mark.django_db
+def test_every_status_change_records_when_it_happened():
+    integration = connected_team("acme", repos=1)
+    repo = TrackedRepository.objects.get(integration=integration)
+    before = timezone.now()
+
+    sync_outcome.repository_sync_started(tracked_repo=repo)
+
+    repo.refresh_from_db()
+    assert repo.sync_status == "syncing" and repo.sync_status_changed_at >= before

@@ -8,16 +8,22 @@ from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import pytest
+import redis
+from dramatiq.middleware import MiddlewareError
 
+from apps.integrations import broker as broker_module
 from apps.integrations.models import IntegrationCredential, PullRequest, TrackedRepository
 from apps.integrations.services.sync_lease import lease_acquire
 from apps.integrations.tasks import (
     QUEUE,
+    EnqueueFailed,
     enqueue_all_repository_syncs,
     sync_all_repositories,
     sync_repository,
 )
+from devtools.localredis import start_redis_server
 from tests import builders
+from tests.builders import connected_team
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -394,3 +400,157 @@ def test_fanout_then_workers_sync_every_repository(stub_broker, stub_worker, emu
 
     assert PullRequest.objects.count() == 60
     assert set(TrackedRepository.objects.values_list("sync_status", flat=True)) == {"idle"}
+
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"  # nothing listens there
+
+
+class QueueRefuses(MiddlewareError, redis.ConnectionError):
+    """What an unreachable Redis raises, in a form the broker lets out of a before-hook."""
+
+
+class RefuseNthSync(dramatiq.Middleware):
+    """The queue refuses the ``nth`` sync message (once), as a Redis lost mid-fan-out would;
+    records the repositories of the sync messages that did get in."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
+        self.seen = 0
+        self.sent: list[int] = []
+
+    def before_enqueue(self, broker, message, delay):
+        if message.actor_name == "sync_repository":
+            self.seen += 1
+            if self.seen == self.nth:
+                raise QueueRefuses("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    def after_enqueue(self, broker, message, delay):
+        if message.actor_name == "sync_repository":
+            self.sent.append(message.args[0])
+
+
+class StopRedisAfter(dramatiq.Middleware):
+    """Stops ``server`` once ``count`` messages are in it, noting whose they were."""
+
+    def __init__(self, server, count: int) -> None:
+        self.server = server
+        self.count = count
+        self.seen = 0
+        self.in_redis: list[int] = []
+
+    def after_enqueue(self, broker, message, delay):
+        self.seen += 1
+        if self.seen == self.count:
+            bodies = broker.client.hvals(f"{broker.namespace}:{QUEUE}.msgs")
+            self.in_redis = [dramatiq.Message.decode(body).args[0] for body in bodies]
+            self.server.stop()
+
+
+class OnEnqueue(dramatiq.Middleware):
+    """Runs ``action(repo_id)`` as the sync message of ``repo_id`` enters the queue: a worker
+    that gets to the repository before the sender has marked it."""
+
+    def __init__(self, repo_id: int, action) -> None:
+        self.repo_id = repo_id
+        self.action = action
+
+    def after_enqueue(self, broker, message, delay):
+        if message.actor_name == "sync_repository" and message.args[0] == self.repo_id:
+            self.action(self.repo_id)
+
+
+def statuses() -> dict[int, str]:
+    return dict(TrackedRepository.objects.values_list("pk", "sync_status"))
+
+
+def test_fanout_with_redis_unreachable_marks_nothing_queued(use_redis_broker):
+    # Given three syncable repositories and a REDIS_URL nothing answers at
+    connected_team("acme", repos=3)
+    use_redis_broker(UNREACHABLE_REDIS)
+
+    # When the fan-out runs
+    with pytest.raises(EnqueueFailed) as failed:
+        enqueue_all_repository_syncs()
+
+    # Then it says nothing was enqueued, and no repository claims a message is waiting
+    assert (failed.value.enqueued, failed.value.total) == (0, 3)
+    assert set(statuses().values()) == {"idle"}
+
+
+def test_fanout_that_loses_redis_halfway_marks_queued_only_what_reached_redis(
+    use_redis_broker, tmp_path, monkeypatch
+):
+    # Given five repositories, a fan-out pipelining two messages at a time, and a Redis that
+    # goes away once the first two messages are in it
+    connected_team("acme", repos=5)
+    monkeypatch.setattr(broker_module, "CHUNK", 2)
+    server = start_redis_server(tmp_path / "redis")
+    try:
+        stop = StopRedisAfter(server, count=2)
+        use_redis_broker(server.url).add_middleware(stop)
+
+        # When the fan-out runs
+        with pytest.raises(EnqueueFailed) as failed:
+            enqueue_all_repository_syncs()
+    finally:
+        server.stop()
+
+    # Then the two repositories whose messages reached Redis show queued, and only those;
+    # the others keep their status, with the fan-out's request still noted for the sweep
+    assert failed.value.enqueued == 2
+    queued = {pk for pk, status in statuses().items() if status == "queued"}
+    assert queued == set(stop.in_redis) and len(queued) == 2
+    rest = TrackedRepository.objects.exclude(pk__in=queued)
+    assert {r.sync_status for r in rest} == {"idle"}
+    assert all(r.sync_requested_at is not None for r in rest)
+
+
+def test_fanout_that_failed_halfway_is_retried_without_sending_anything_twice(
+    stub_broker, stub_worker, emulator, monkeypatch
+):
+    # Given five repositories, a fan-out pipelining two messages at a time, and a queue that
+    # refuses its third message once
+    repos = [builders.tracked_repo(emulator, f"acme/r{i}") for i in range(5)]
+    monkeypatch.setattr(broker_module, "CHUNK", 2)
+    refuse = RefuseNthSync(3)
+    stub_broker.add_middleware(refuse)
+
+    # When the fan-out runs (retries a few milliseconds apart instead of 15 s)
+    sync_all_repositories.send_with_options(min_backoff=1, max_backoff=10)
+    join(stub_broker)
+
+    # Then its retry sent the three the failed attempt did not, and no repository got two
+    assert sorted(refuse.sent) == sorted(r.pk for r in repos)
+    assert set(statuses().values()) == {"idle"}
+
+
+def test_fanout_leaves_a_repository_synced_before_it_was_marked_idle(stub_broker, emulator):
+    # Given three repositories, and a worker that syncs the second one to the end as soon as
+    # its message is in the queue, before the fan-out marks it
+    repos = [builders.tracked_repo(emulator, f"acme/r{i}") for i in range(3)]
+    synced = repos[1]
+    stub_broker.add_middleware(OnEnqueue(synced.pk, lambda pk: sync_repository.fn(pk)))
+
+    # When the fan-out runs
+    enqueue_all_repository_syncs()
+
+    # Then that repository keeps the outcome of its sync; a late "queued" would be false
+    assert reload(synced).sync_status == "idle" and reload(synced).last_sync_at is not None
+    assert [reload(r).sync_status for r in (repos[0], repos[2])] == ["queued", "queued"]
+
+
+def test_fanout_leaves_a_repository_whose_sync_holds_the_lease_to_that_sync(stub_broker, emulator):
+    # Given three repositories, and a worker that takes the second one's lease as soon as its
+    # message is in the queue, before the fan-out marks it
+    repos = [builders.tracked_repo(emulator, f"acme/r{i}") for i in range(3)]
+    running = repos[1]
+    stub_broker.add_middleware(
+        OnEnqueue(running.pk, lambda pk: lease_acquire(tracked_repo=TrackedRepository(pk=pk)))
+    )
+
+    # When the fan-out runs
+    enqueue_all_repository_syncs()
+
+    # Then the fan-out does not mark it: the running sync records its own outcome
+    assert reload(running).sync_status == "idle"
+    assert [reload(r).sync_status for r in (repos[0], repos[2])] == ["queued", "queued"]

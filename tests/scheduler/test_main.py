@@ -137,6 +137,22 @@ def test_list_prints_jobs_and_next_run_times_without_touching_the_lock(redis_url
     assert client.keys("*") == [LEADER_KEY.encode()]
 
 
+def test_list_shows_the_stuck_repository_sweep_every_five_minutes(tmp_path):
+    # The production SCHEDULED_TASKS; --list needs no Redis.
+    env = scheduler_env(
+        "redis://127.0.0.1:1/0", tmp_path, DJANGO_SETTINGS_MODULE="tformance.settings"
+    )
+
+    result = run_scheduler("--list", env=env)
+
+    assert result.returncode == 0, result.stderr
+    [line] = [x for x in result.stdout.splitlines() if x.startswith("sweep-stuck-repositories ")]
+    assert "task=apps.integrations.tasks.sweep_stuck_repositories " in line
+    assert "schedule='0:05:00'" in line and "max_age_ms=300000" in line
+    next_run = datetime.fromisoformat(re.search(r"next_run=(\S+)", line).group(1))
+    assert (next_run.minute % 5, next_run.second) == (0, 0)
+
+
 def test_once_enqueues_each_task_once_with_max_age_and_exits_0(redis_url, tmp_path):
     client = redis.Redis.from_url(redis_url)
     client.set(LEADER_KEY, "another-scheduler", ex=60)

@@ -11,7 +11,8 @@ import threading
 from datetime import timedelta
 
 import fakeredis
-from dramatiq.middleware import Middleware
+import redis
+from dramatiq.middleware import Middleware, MiddlewareError
 
 from scheduler.jobs import load_jobs
 from scheduler.leader import LEADER_KEY
@@ -72,6 +73,49 @@ def test_leader_that_loses_its_lock_stops_enqueuing_and_stands_by(stub_broker, c
         assert not runner.leading.is_set()
         assert stub_broker.queues["default"].qsize() == 2
         assert client.get(LEADER_KEY) == b"another-scheduler"
+    finally:
+        runner.stop()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+class QueueRefuses(MiddlewareError, redis.ConnectionError):
+    """What an unreachable Redis raises, in a form the broker lets out of a before-hook."""
+
+
+class RefuseFirstSend(Middleware):
+    """The broker refuses the first message, as a Redis that blinked at that moment would."""
+
+    def __init__(self) -> None:
+        self.refused = False
+
+    def before_enqueue(self, broker, message, delay) -> None:
+        if not self.refused:
+            self.refused = True
+            raise QueueRefuses("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+def test_failed_scheduled_send_steps_down_and_is_caught_up_on_leading_again(stub_broker, caplog):
+    caplog.set_level(logging.INFO, logger="scheduler")
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    stub_broker.add_middleware(RefuseFirstSend())
+    jobs = load_jobs(
+        {"ping-often": {"task": "tests.scheduler.actors.ping", "schedule": timedelta(seconds=1)}}
+    )
+    runner = Runner(jobs=jobs, client=client, lock_ttl_seconds=3, standby_retry_seconds=0.1)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        # When the first scheduled send fails
+        wait_until(lambda: "scheduler.catch_up " in caplog.text, timeout=60, what="catch-up")
+
+        # Then the leader stepped down, and leading again sent the run it had missed
+        events = [r.getMessage().split()[0] for r in caplog.records]
+        failed = events.index("scheduler.enqueue_failed")
+        assert events.index("scheduler.stepped_down", failed) < events.index(
+            "scheduler.catch_up", failed
+        )
+        assert stub_broker.queues["default"].qsize() >= 1
     finally:
         runner.stop()
         thread.join(timeout=60)

@@ -146,6 +146,11 @@ def _holder_process_is_gone(owner: str) -> bool:
     return False
 
 
+def lease_free(now: datetime) -> Q:
+    """Rows whose lease no sync holds at ``now``: never taken, released, or lapsed."""
+    return Q(sync_lease_expires_at__isnull=True) | Q(sync_lease_expires_at__lte=now)
+
+
 def lease_acquire(
     *, tracked_repo: TrackedRepository, owner: str | None = None, request_id: str = ""
 ) -> Lease | None:
@@ -161,9 +166,7 @@ def lease_acquire(
         "sync_lease_expires_at": now + duration,
     }
     rows = TrackedRepository.objects.filter(pk=tracked_repo.pk)
-    taken = rows.filter(
-        Q(sync_lease_expires_at__isnull=True) | Q(sync_lease_expires_at__lte=now)
-    ).update(**claim)
+    taken = rows.filter(lease_free(now)).update(**claim)
     if not taken:
         holder = lease_holder(tracked_repo=tracked_repo)
         if holder is not None and _holder_process_is_gone(holder.owner):
