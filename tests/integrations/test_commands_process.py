@@ -13,7 +13,7 @@ import pytest
 
 from apps.integrations.models import PullRequest, TrackedRepository
 from tests import builders
-from tests.processes import ROOT, manage, process_env
+from tests.processes import ROOT, manage, process_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,6 +57,7 @@ def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ag
     process: dict[str, subprocess.Popen] = {}
     details = {"n": 0}
     killed = threading.Event()
+    killing_request = {}
 
     def kill_mid_page(req):
         # SIGKILL while the second page's details are being fetched: no handler, no
@@ -64,6 +65,7 @@ def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ag
         if builders.is_detail_request(req):
             details["n"] += len(req.graphql_numbers) if req.path.endswith("/graphql") else 1
             if details["n"] >= 150 and not killed.is_set():
+                killing_request["seq"] = req.seq
                 killed.set()
                 os.kill(process["sync"].pid, signal.SIGKILL)
 
@@ -82,6 +84,13 @@ def test_sync_repo_killed_mid_sync_resumes_from_its_checkpoint(emulator, days_ag
     repo = TrackedRepository.objects.get()
     assert repo.sync_checkpoint is not None and repo.sync_watermark is None
     assert PullRequest.objects.count() == 100  # the first page, committed with its checkpoint
+    # The emulator logs a request once it has answered it: the one the kill interrupted
+    # must be logged before the log is cleared, or it counts as the resumed sync's.
+    wait_until(
+        lambda: any(r.seq == killing_request["seq"] for r in emulator.requests),
+        timeout=10,
+        what="the emulator to log the interrupted request",
+    )
     emulator.clear_requests()
 
     resumed = manage(emulator, "sync_repo", REPO)
