@@ -4,7 +4,8 @@
 #                 $(PYTHON), because Debian and Ubuntu refuse `pip install` into the system
 #                 Python (PEP 668, "externally-managed-environment")
 #   .venv/        the project's environment, exactly as uv.lock pins it (never re-resolved)
-#   apt-get       redis-server, and pythonX.Y-venv if `$(PYTHON) -m venv` cannot make .tools/
+#   apt-get       redis-server, PostgreSQL (the suite's second run, on a throwaway cluster),
+#                 and pythonX.Y-venv if `$(PYTHON) -m venv` cannot make .tools/
 PYTHON ?= python3
 TOOLS := $(CURDIR)/.tools
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
@@ -28,7 +29,7 @@ apt_install = { echo "installing $(1) with apt-get"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; } || \
 	{ echo "error: could not install $(1); as root run: apt-get install $(1)" >&2; exit 1; }; }
 
-.PHONY: help deps redis-server lint format test demo bench
+.PHONY: help deps redis-server postgresql lint format test test-sqlite test-postgres demo bench
 
 help:  ## this list
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +50,13 @@ $(TOOLS)/bin/uv:
 redis-server:  ## redis-server via apt-get unless on PATH (the task layer's end-to-end tests)
 	@command -v redis-server >/dev/null 2>&1 || $(call apt_install,redis-server)
 
+# Any PostgreSQL of Debian's packages will do (devtools/localpostgres.py takes the newest in
+# /usr/lib/postgresql/); without one, 15, the version Debian 12 ships. The package's own
+# cluster is not used: the tests start a throwaway one of their own.
+postgresql:  ## PostgreSQL server binaries via apt-get unless installed (the suite's second run)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		$(call apt_install,--no-install-recommends postgresql-15)
+
 lint: deps  ## ruff check and ruff format --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
@@ -57,8 +65,13 @@ format: deps  ## ruff check --fix and ruff format: rewrites files
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-test: deps redis-server lint  ## lint, then the whole test suite (pytest, about 3 minutes)
+test: lint test-sqlite test-postgres  ## lint, then the whole test suite on SQLite and on PostgreSQL
+
+test-sqlite: deps redis-server  ## the test suite on SQLite only (about 4 minutes)
 	$(RUN) pytest
+
+test-postgres: deps redis-server postgresql  ## the test suite on a throwaway PostgreSQL only
+	$(RUN) python -m devtools.localpostgres -- pytest
 
 demo: deps redis-server  ## the main job end to end against the GitHub emulator, with a summary
 	$(RUN) python -m demo

@@ -2,8 +2,9 @@
 
 The flow (every step is a real process, as in production, except the emulator):
 
-1. A fresh SQLite database in .demo/ (`manage.py migrate`) and a `redis-server` on a free
-   loopback port (no persistence, files in .demo/redis/).
+1. A fresh SQLite database in .demo/ (`manage.py migrate`), or with DATABASE_URL set that
+   database, migrated and emptied (it must hold nothing but an earlier demo's data), and a
+   `redis-server` on a free loopback port (no persistence, files in .demo/redis/).
 2. The GitHub emulator, in this process, seeded with three repositories of two teams (acme,
    globex): hundreds of PRs (drafts, merged, closed, open, one author a deleted account) and
    plain issues. `manage.py track_repo` tracks each repository with its team's token.
@@ -46,6 +47,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dj_database_url
+import psycopg
 import redis
 from cryptography.fernet import Fernet
 
@@ -57,6 +60,8 @@ from devtools.processes import stop_process
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / ".demo"
 DATABASE = WORKDIR / "demo.sqlite3"
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip() or f"sqlite:///{DATABASE}"
+DEMO_TEAMS = {"acme", "globex", "demo"}
 WORKER_LOG = WORKDIR / "worker.log"
 QUEUE = "github_sync"  # apps.integrations.tasks.QUEUE
 BUSY = {"queued", "syncing", "rate_limited"}
@@ -250,9 +255,34 @@ class RepoState:
     prs: int
 
 
+def connect_database() -> sqlite3.Connection | psycopg.Connection:
+    """A plain DB-API connection to the demo database: this process watches the workers'
+    writes from outside Django."""
+    db = dj_database_url.parse(DATABASE_URL)
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return sqlite3.connect(db["NAME"], timeout=30)
+    return psycopg.connect(
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+        user=db["USER"] or None,
+        password=db["PASSWORD"] or None,
+        dbname=db["NAME"],
+        autocommit=True,
+        **db.get("OPTIONS", {}),
+    )
+
+
+def database_label() -> str:
+    """Where the demo database is, without credentials."""
+    db = dj_database_url.parse(DATABASE_URL)
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return db["NAME"]
+    return f"postgres://{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 def repo_states() -> dict[str, RepoState]:
     """Every tracked repository's sync state, read from the demo database."""
-    with contextlib.closing(sqlite3.connect(DATABASE, timeout=30)) as db:
+    with contextlib.closing(connect_database()) as db:
         rows = db.execute(
             "SELECT r.full_name, t.slug, r.sync_status, r.last_sync_error,"
             " (SELECT COUNT(*) FROM integrations_pullrequest p WHERE p.tracked_repo_id = r.id)"
@@ -321,7 +351,7 @@ def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="tformance.settings",
-        DATABASE_URL=f"sqlite:///{DATABASE}",
+        DATABASE_URL=DATABASE_URL,
         SECRET_KEY=env.get("SECRET_KEY") or "demo-secret-key-not-for-production",
         FIELD_ENCRYPTION_KEY=env.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
         DEBUG="false",
@@ -332,10 +362,37 @@ def base_env() -> dict[str, str]:
 def prepare_database(env: dict[str, str]) -> None:
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir()
+    fresh = DATABASE_URL == f"sqlite:///{DATABASE}"
+    if not fresh:
+        # A database the demo did not create: an earlier demo's is emptied, anything else
+        # is someone's data.
+        others = stored_teams() - DEMO_TEAMS
+        if others:
+            raise DemoFailed(
+                f"{database_label()} holds teams the demo did not make "
+                f"({', '.join(sorted(others))}); give the demo a database of its own"
+            )
     migrated = manage(env, "migrate", "--verbosity", "0")
     if migrated.returncode != 0:
         raise DemoFailed(f"migrate failed: {migrated.stderr.strip()}")
-    print(f"database: {DATABASE.relative_to(ROOT)} (fresh)")
+    if fresh:
+        print(f"database: {DATABASE.relative_to(ROOT)} (fresh)")
+        return
+    flushed = manage(env, "flush", "--no-input", "--verbosity", "0")
+    if flushed.returncode != 0:
+        raise DemoFailed(f"flush failed: {flushed.stderr.strip()}")
+    print(f"database: {database_label()} (DATABASE_URL, emptied)")
+
+
+def stored_teams() -> set[str]:
+    """The team slugs in the demo database; none before its first migration."""
+    try:
+        with contextlib.closing(connect_database()) as db:
+            return {slug for (slug,) in db.execute("SELECT slug FROM teams_team").fetchall()}
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+        return set()
+    except psycopg.OperationalError as exc:
+        raise DemoFailed(f"cannot connect to {database_label()}: {exc}") from None
 
 
 def track(env: dict[str, str], repos: list[Repo]) -> list[Repo]:

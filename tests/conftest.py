@@ -8,6 +8,20 @@ import pytest
 from devtools.github_emulator import GitHubEmulator
 from tests.builders import TOKEN
 
+BACKEND_MARKERS = {"sqlite_only": "sqlite", "postgres_only": "postgresql"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip the tests of the other backend: the suite runs on whichever DATABASE_URL names."""
+    from django.db import connection
+
+    for item in items:
+        for marker, vendor in BACKEND_MARKERS.items():
+            if item.get_closest_marker(marker) and connection.vendor != vendor:
+                item.add_marker(
+                    pytest.mark.skip(reason=f"{marker}: this run is on {connection.vendor}")
+                )
+
 
 @pytest.fixture
 def emulator(settings) -> Iterator[GitHubEmulator]:

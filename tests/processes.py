@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.db import connection
@@ -15,6 +16,23 @@ from django.db import connection
 from tests import builders
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def database_url() -> str:
+    """DATABASE_URL of the database this test run uses (pytest-django's test database once
+    it is set up), for the processes a test starts."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    assert connection.vendor == "postgresql", connection.vendor
+    user = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        user += ":" + quote(db["PASSWORD"], safe="")
+    # An empty HOST is libpq's default socket; a socket directory is percent-encoded.
+    host = quote(db["HOST"] or "", safe="")
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    query = f"?{urlencode(db['OPTIONS'])}" if db["OPTIONS"] else ""
+    return f"postgres://{user}@{host}{port}/{quote(db['NAME'], safe='')}{query}"
 
 
 def process_env(emulator, **extra: str) -> dict[str, str]:
@@ -28,7 +46,7 @@ def process_env(emulator, **extra: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="tformance.settings",
         SECRET_KEY="test",
         FIELD_ENCRYPTION_KEY=",".join(settings.FIELD_ENCRYPTION_KEY),
-        DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+        DATABASE_URL=database_url(),
         GITHUB_API_URL=emulator.api_url,
         GITHUB_TOKEN_MIN_INTERVAL_MS="0",
         GITHUB_RATE_LIMIT_JITTER_SECONDS="0.2",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tformance.test_settings import TEST_ENCRYPTION_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,11 +101,11 @@ def test_production_with_both_secrets_starts_without_warnings(environment):
     assert "development default" not in result.stderr
 
 
-def test_invalid_encryption_key_fails_rotation_with_one_line_error(environment):
+def test_invalid_encryption_key_fails_rotation_with_one_line_error(environment, transactional_db):
     # Given a database holding a credential stored under a valid key
     environment["SECRET_KEY"] = "a-production-secret"
     environment["FIELD_ENCRYPTION_KEY"] = VALID_KEY
-    assert manage(environment, "migrate", "-v", "0").returncode == 0
+    environment["DATABASE_URL"] = processes.database_url()
     stored = manage(
         environment,
         "shell",

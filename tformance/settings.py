@@ -130,6 +130,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A new PostgreSQL connection costs a server process and a few round trips: each worker
+    # thread keeps its connection for a while (django-dramatiq closes it between messages
+    # only once it is older), and the health check replaces one that the server or a
+    # failover dropped meanwhile instead of failing the next message with it.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "60"))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # An unreachable server fails a command or message in seconds, not after the operating
+    # system's TCP timeout of minutes. A ?connect_timeout= in DATABASE_URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "10"))
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -37,28 +37,80 @@ def stored_ciphertext(credential: IntegrationCredential) -> str:
         return cursor.fetchone()[0]
 
 
-def database_file_bytes() -> bytes:
+def sqlite_file_bytes() -> bytes:
     path = Path(connection.settings_dict["NAME"])
     wal = path.with_name(path.name + "-wal")
     return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
 
 
-# -- encryption at rest ----------------------------------------------------------------------
+def postgres_wal_position() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()")
+        return cursor.fetchone()[0]
 
 
-def test_token_plaintext_never_reaches_the_database_file(transactional_db):
-    # Given a credential saved and committed, next to a plaintext marker we can look for
+def postgres_file_bytes(*, wal_since: str) -> bytes:
+    """The files of every table, index and TOAST table of the database, and the write-ahead
+    log written since ``wal_since``, as the server holds them on disk."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('is_superuser') = 'on'")
+        if not cursor.fetchone()[0]:
+            pytest.skip("reading the server's files needs a superuser in DATABASE_URL")
+        cursor.execute("CHECKPOINT")  # the committed rows reach the table files
+        cursor.execute(
+            "SELECT pg_read_binary_file(pg_relation_filepath(oid)) FROM pg_class"
+            " WHERE relkind IN ('r', 'i', 't', 'm') AND relpersistence = 'p'"
+        )
+        relations = [bytes(row[0]) for row in cursor.fetchall()]
+        cursor.execute(
+            "SELECT pg_read_binary_file('pg_wal/' || name) FROM pg_ls_waldir()"
+            " WHERE name ~ '^[0-9A-F]{24}$'"
+            " AND name BETWEEN pg_walfile_name(%s) AND pg_walfile_name(pg_current_wal_lsn())",
+            [wal_since],
+        )
+        wal = [bytes(row[0]) for row in cursor.fetchall()]
+    assert relations and wal
+    return b"".join(relations + wal)
+
+
+def saved_credential_next_to_a_marker() -> tuple[str, str]:
+    """A credential saved and committed, next to a plaintext marker we can look for."""
     token = new_token()
     marker = f"marker-{secrets.token_hex(8)}"
     team = Team.objects.create(slug=marker, name=marker)
     integration = GitHubIntegration.objects.create(team=team, account_login=marker)
     IntegrationCredential.objects.create(integration=integration, access_token=token)
+    return token, marker
+
+
+# -- encryption at rest ----------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only
+def test_token_plaintext_never_reaches_the_database_file(transactional_db):
+    # Given a credential saved and committed, next to a plaintext marker
+    token, marker = saved_credential_next_to_a_marker()
 
     # When we read the raw bytes of the SQLite file (and its write-ahead log)
-    raw = database_file_bytes()
+    raw = sqlite_file_bytes()
 
     # Then the committed rows are there, but the token is not, in any form
     assert marker.encode() in raw
+    assert token.encode() not in raw
+    assert token.encode("utf-16-le") not in raw
+
+
+@pytest.mark.postgres_only
+def test_token_plaintext_never_reaches_the_postgres_files(transactional_db):
+    # Given a credential saved and committed, next to a plaintext marker
+    wal_since = postgres_wal_position()
+    token, marker = saved_credential_next_to_a_marker()
+
+    # When we read the raw bytes of the tables, indexes and write-ahead log on the server
+    raw = postgres_file_bytes(wal_since=wal_since)
+
+    # Then the committed rows are there, but the token is not, in any form
+    assert raw.count(marker.encode()) >= 2  # the table and the log both hold the row
     assert token.encode() not in raw
     assert token.encode("utf-16-le") not in raw
 

@@ -14,19 +14,18 @@ import redis
 from django.core.management import call_command
 
 from apps.integrations.tasks import QUEUE
+from tests import processes
 from tformance.test_settings import TEST_ENCRYPTION_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"  # nothing listens there
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory) -> str:
-    """A migrated SQLite file of its own for the command processes."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('sync_all') / 'db.sqlite3'}"
-    migrated = manage("migrate", "--no-input", database_url=url, redis_url=UNREACHABLE_REDIS)
-    assert migrated.returncode == 0, migrated.stderr
-    return url
+@pytest.fixture
+def database_url(django_db_setup) -> str:
+    """The test database (migrated, and SQLite or PostgreSQL as this run is) for the command
+    processes; sync_all reads nothing from it."""
+    return processes.database_url()
 
 
 def manage(*args: str, database_url: str, redis_url: str) -> subprocess.CompletedProcess[str]:
