@@ -19,8 +19,8 @@ separate "graphql" budget, ``set_rate_limit`` / ``set_graphql_rate_limit``) and 
 limits, ETag/If-None-Match 304s that do not consume the limit, and injected failures:
 ``fail_next`` (a status), ``secondary_limit_next``, ``outage`` (a 5xx storm that ends at an
 emulator-clock time or after N answers), ``misbehave_next`` (garbled answers: truncated JSON, a
-proxy's HTML page, a connection cut inside the headers or the body, a stall before the answer or
-mid-body) and ``latency``.
+proxy's HTML page, rate-limit headers that are not numbers, a connection cut inside the headers
+or the body, a stall before the answer or mid-body) and ``latency``.
 Run ``python -m devtools.github_emulator -h`` for the CLI.
 """
 

@@ -71,7 +71,9 @@ class RequestRecord:
 
 
 # How ``misbehave_next`` can garble an answer (see there).
-FAULTS = frozenset({"truncated_json", "html", "cut_headers", "cut_body", "stall", "stall_body"})
+FAULTS = frozenset(
+    {"truncated_json", "html", "garbled_headers", "cut_headers", "cut_body", "stall", "stall_body"}
+)
 # Applied to GitHub's own answer on its way out; "html" replaces the answer instead.
 _TRANSPORT_FAULTS = FAULTS - {"html"}
 
@@ -241,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(head + body[: len(body) // 2])
                 emu._stall(fault.seconds)
                 self.wfile.write(body[len(body) // 2 :])
-            else:  # truncated_json: the body was cut already, Content-Length agrees
+            else:  # truncated_json, garbled_headers: the answer is garbled already
                 self.wfile.write(head + body)
         except OSError:
             pass  # the client gave up (a stall outlasted its timeout): nobody to answer
@@ -412,6 +414,8 @@ class GitHubEmulator(Store):
           Content-Length that agrees (a proxy that cut it short);
         - ``"html"``: 200 with a proxy's HTML error page instead of GitHub's answer (nothing
           reaches GitHub: no authentication, no rate limit charged);
+        - ``"garbled_headers"``: GitHub's answer with X-RateLimit-Remaining and
+          X-RateLimit-Reset that are not numbers;
         - ``"cut_headers"``: the status line and part of the headers, then the server closes
           the connection;
         - ``"cut_body"``: the headers (Content-Length of the whole body) and half the body,
@@ -529,6 +533,9 @@ class GitHubEmulator(Store):
                 response.fault, record.fault = fault, fault.kind
                 if fault.kind == "truncated_json":
                     response._raw = response.raw[: len(response.raw) // 2]
+                elif fault.kind == "garbled_headers":
+                    response.headers["X-RateLimit-Remaining"] = "plenty"
+                    response.headers["X-RateLimit-Reset"] = "soon"
         response.headers.setdefault("Content-Type", JSON_TYPE)
         response.headers["X-GitHub-Request-Id"] = record.request_id
         record.status = response.status

@@ -74,6 +74,16 @@ def test_html_answers_200_with_a_proxy_page_without_reaching_github(emu: GitHubE
     assert get(emu, "/user").headers["X-RateLimit-Remaining"] == "4999"
 
 
+def test_garbled_headers_sends_rate_limit_headers_that_are_not_numbers(emu: GitHubEmulator):
+    emu.misbehave_next("garbled_headers")
+
+    answer = get(emu, f"/repos/{REPO}")
+
+    assert answer.status_code == 200 and answer.json()["full_name"] == REPO
+    assert answer.headers["X-RateLimit-Remaining"] == "plenty"
+    assert answer.headers["X-RateLimit-Reset"] == "soon"
+
+
 def test_cut_headers_closes_the_connection_inside_the_header_block(emu: GitHubEmulator):
     emu.misbehave_next("cut_headers")
 

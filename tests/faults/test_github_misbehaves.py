@@ -1,5 +1,6 @@
-"""GitHub misbehaves: a 200 with truncated JSON or a proxy's HTML page, a connection cut
-inside the headers or the body, an answer that stalls past ``GITHUB_TIMEOUT``, a 5xx storm.
+"""GitHub misbehaves: a 200 with truncated JSON or a proxy's HTML page, rate-limit headers
+that are not numbers, a connection cut inside the headers or the body, an answer that stalls
+past ``GITHUB_TIMEOUT``, a 5xx storm.
 
 Each must reach the sync as ``GitHubTransientError`` with a clear message; the task layer
 retries it a bounded number of times, shows it as one clean line, holds no worker thread past
@@ -62,6 +63,7 @@ TIMED_OUT = f"GitHub request timed out after {TIMEOUT} s"
 FAULTS = [
     Fault("truncated_json", "GitHub answered 200 with a body that is not JSON (application/json)"),
     Fault("html", "GitHub answered 200 with a body that is not JSON (text/html)"),
+    Fault("garbled_headers", "GitHub answered with headers that are not readable"),
     Fault("cut_headers", CUT),
     Fault("cut_body", CUT),
     Fault("stall", TIMED_OUT),

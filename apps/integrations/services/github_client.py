@@ -295,6 +295,11 @@ class GitHubClient:
         # case one escapes requests' wrapping.
         except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
             raise error_from_transport(exc, timeout=self.timeout) from exc
+        except ValueError as exc:
+            # PyGithub reads the rate-limit headers of every answer with int(float(...)).
+            raise GitHubTransientError(
+                "GitHub answered with headers that are not readable"
+            ) from exc
         data: Any = None
         # Every success GitHub sends us carries JSON (a 204 or 304 carries nothing): an empty
         # or unreadable body is an answer cut short or replaced on the way, never "no items".
