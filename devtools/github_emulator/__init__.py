@@ -16,7 +16,11 @@ as PyGithub's ``requester.graphql_url``) for ``rateLimit`` and aliased
 ``repository { pullRequest(number:) }`` queries (see ``graphql.py``). Reproduces auth (401),
 offset pagination with Link headers, the 10,000-item deep-page 422, primary (REST "core" and a
 separate "graphql" budget, ``set_rate_limit`` / ``set_graphql_rate_limit``) and secondary rate
-limits, ETag/If-None-Match 304s that do not consume the limit, and injected failures.
+limits, ETag/If-None-Match 304s that do not consume the limit, and injected failures:
+``fail_next`` (a status), ``secondary_limit_next``, ``outage`` (a 5xx storm that ends at an
+emulator-clock time or after N answers), ``misbehave_next`` (garbled answers: truncated JSON, a
+proxy's HTML page, rate-limit headers that are not numbers, a connection cut inside the headers
+or the body, a stall before the answer or mid-body) and ``latency``.
 Run ``python -m devtools.github_emulator -h`` for the CLI.
 """
 

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
 from http import HTTPStatus
@@ -66,15 +66,36 @@ class RequestRecord:
     # points charged (0 if none).
     graphql_numbers: list[int] = field(default_factory=list)
     graphql_cost: int = 0
+    # The fault injected into this answer ("outage", or one of FAULTS), "" for none.
+    fault: str = ""
+
+
+# How ``misbehave_next`` can garble an answer (see there).
+FAULTS = frozenset(
+    {"truncated_json", "html", "garbled_headers", "cut_headers", "cut_body", "stall", "stall_body"}
+)
+# Applied to GitHub's own answer on its way out; "html" replaces the answer instead.
+_TRANSPORT_FAULTS = FAULTS - {"html"}
+
+PROXY_ERROR_PAGE = b"""<!DOCTYPE html>
+<html><head><title>502 Bad Gateway</title></head>
+<body><h1>Bad Gateway</h1><p>The proxy server received an invalid response from an upstream
+server.</p><hr><address>corporate-proxy/2.4 Server at api.github.com Port 443</address>
+</body></html>
+"""
 
 
 @dataclass(slots=True)
 class _Injection:
-    kind: str  # "fail" or "secondary"
+    kind: str  # "fail", "secondary", "outage" or one of FAULTS
     status: int
-    count: int
+    count: float  # answers left; math.inf: until ``until``
     path_contains: str | None
     retry_after: int | None = None
+    seconds: float = 0.0  # how long a stall lasts
+    statuses: tuple[int, ...] = ()  # an outage's answers, in turn
+    until: datetime | None = None  # an outage ends when the emulator clock reaches it
+    served: int = 0
 
 
 def _encode(body: Any) -> bytes:
@@ -82,13 +103,14 @@ def _encode(body: Any) -> bytes:
 
 
 class _Response:
-    __slots__ = ("status", "headers", "body", "_raw")
+    __slots__ = ("status", "headers", "body", "_raw", "fault")
 
     def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
         self.status = status
         self.headers = headers or {}
         self.body = body
         self._raw: bytes | None = None
+        self.fault: _Injection | None = None  # how to garble it on the way out
 
     @property
     def raw(self) -> bytes:
@@ -191,9 +213,47 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if response.status != 304:
             self.send_header("Content-Length", str(len(raw)))
+        if response.fault is not None:
+            self._misbehave(response.fault, raw)
+            return
         self.end_headers()
         if raw and self.command != "HEAD":
             self.wfile.write(raw)
+
+    def _misbehave(self, fault: _Injection, raw: bytes) -> None:
+        """Send the answer whose status and headers are buffered, garbled as ``fault`` says."""
+        # http.server holds the status line and headers until end_headers(); take them to
+        # send on the fault's terms instead.
+        head = b"".join(self._headers_buffer) + b"\r\n"
+        self._headers_buffer = []
+        body = raw if self.command != "HEAD" else b""
+        self.close_connection = True
+        emu = self.server.emulator
+        try:
+            if fault.kind == "cut_headers":
+                # Cut inside the header block: the status line and the first headers arrive
+                # (Content-Length, the last one, does not), then the server hangs up.
+                self.wfile.write(head[: max(head.index(b"\r\n") + 2, len(head) // 2)])
+            elif fault.kind == "cut_body":
+                self.wfile.write(head + body[: len(body) // 2])
+            elif fault.kind == "stall":
+                emu._stall(fault.seconds)
+                self.wfile.write(head + body)
+            elif fault.kind == "stall_body":
+                self.wfile.write(head + body[: len(body) // 2])
+                emu._stall(fault.seconds)
+                self.wfile.write(body[len(body) // 2 :])
+            else:  # truncated_json, garbled_headers: the answer is garbled already
+                self.wfile.write(head + body)
+        except OSError:
+            pass  # the client gave up (a stall outlasted its timeout): nobody to answer
+        if fault.kind in ("cut_headers", "cut_body"):
+            # Hang up now, not after http.server's tidy shutdown: the client reads what it
+            # got, then end of stream.
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -216,6 +276,8 @@ class GitHubEmulator(Store):
         self._hooks: list[Callable[[RequestRecord], Any]] = []
         self._requests: list[RequestRecord] = []
         self._injections: list[_Injection] = []
+        # Set when the emulator stops, so a stalled answer does not outlive it.
+        self._stalls_released = threading.Event()
         self._seq = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -226,6 +288,7 @@ class GitHubEmulator(Store):
     def start(self, port: int = 0) -> GitHubEmulator:
         if self._server is not None:
             raise RuntimeError("emulator already started")
+        self._stalls_released.clear()
         self._server = _Server((self.host, port), self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -241,6 +304,7 @@ class GitHubEmulator(Store):
         server, self._server = self._server, None
         if server is None:
             return
+        self._stalls_released.set()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -335,15 +399,93 @@ class GitHubEmulator(Store):
                 _Injection("secondary", status, count, path_contains, retry_after)
             )
 
-    def _take_injection(self, kind: str, path: str) -> _Injection | None:
+    def misbehave_next(
+        self,
+        fault: str,
+        *,
+        count: int = 1,
+        path_contains: str | None = None,
+        seconds: float = 0.0,
+    ) -> None:
+        """Garble the next ``count`` answers (to requests whose path contains
+        ``path_contains``) the way a flaky network or a proxy on the way does. ``fault``:
+
+        - ``"truncated_json"``: GitHub's answer with the first half of its body, and a
+          Content-Length that agrees (a proxy that cut it short);
+        - ``"html"``: 200 with a proxy's HTML error page instead of GitHub's answer (nothing
+          reaches GitHub: no authentication, no rate limit charged);
+        - ``"garbled_headers"``: GitHub's answer with X-RateLimit-Remaining and
+          X-RateLimit-Reset that are not numbers;
+        - ``"cut_headers"``: the status line and part of the headers, then the server closes
+          the connection;
+        - ``"cut_body"``: the headers (Content-Length of the whole body) and half the body,
+          then the server closes the connection;
+        - ``"stall"``: nothing for ``seconds``, then GitHub's answer if the client still waits;
+        - ``"stall_body"``: the headers and half the body, nothing for ``seconds``, then the
+          rest.
+
+        Except for ``"html"``, GitHub served the request (it is logged with its status and
+        charged) and the fault happened on the way back; ``RequestRecord.fault`` names it.
+        An answer without a body (a 304) is truncated to itself. Stalls end early when the
+        emulator stops.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {sorted(FAULTS)}")
+        if fault.startswith("stall") and seconds <= 0:
+            raise ValueError("a stall needs seconds > 0")
         with self.lock:
-            for inj in self._injections:
-                if inj.kind == kind and (inj.path_contains is None or inj.path_contains in path):
+            self._injections.append(_Injection(fault, 200, count, path_contains, seconds=seconds))
+
+    def outage(
+        self,
+        *,
+        until: datetime | None = None,
+        requests: int | None = None,
+        statuses: tuple[int, ...] = (502, 503),
+        path_contains: str | None = None,
+    ) -> None:
+        """A 5xx storm: answer every request (whose path contains ``path_contains``) with
+        ``statuses`` in turn and a small JSON body, before authentication and rate limiting,
+        until the emulator clock reaches ``until`` (``advance()`` moves it) or ``requests``
+        requests have been answered so, whichever comes first."""
+        if until is None and requests is None:
+            raise ValueError("an outage ends at a time (until=) or after requests=")
+        if not statuses or any(status < 500 for status in statuses):
+            raise ValueError("an outage answers 5xx statuses")
+        with self.lock:
+            self._injections.append(
+                _Injection(
+                    "outage",
+                    statuses[0],
+                    math.inf if requests is None else requests,
+                    path_contains,
+                    statuses=tuple(statuses),
+                    until=until,
+                )
+            )
+
+    def _take_injection(self, kinds: str | frozenset[str], path: str) -> _Injection | None:
+        """The first injection of one of ``kinds`` that applies to ``path``, counted as used:
+        a snapshot, whose ``status`` is this answer's (an outage's statuses take turns)."""
+        kinds = frozenset({kinds}) if isinstance(kinds, str) else kinds
+        now = self.now()
+        with self.lock:
+            for inj in list(self._injections):
+                if inj.until is not None and now >= inj.until:
+                    self._injections.remove(inj)
+                    continue
+                if inj.kind in kinds and (inj.path_contains is None or inj.path_contains in path):
+                    if inj.statuses:
+                        inj.status = inj.statuses[inj.served % len(inj.statuses)]
+                    inj.served += 1
                     inj.count -= 1
                     if inj.count <= 0:
                         self._injections.remove(inj)
-                    return inj
+                    return replace(inj)
         return None
+
+    def _stall(self, seconds: float) -> None:
+        self._stalls_released.wait(seconds)
 
     # ------------------------------------------------------------------ request pipeline
 
@@ -386,6 +528,14 @@ class GitHubEmulator(Store):
         if response is None:
             host = headers.get("Host") or f"{self.host}:{self._port}"
             response = self._respond(record, in_prefix, query_pairs, host, gql)
+            fault = self._take_injection(_TRANSPORT_FAULTS, record.path)
+            if fault is not None:
+                response.fault, record.fault = fault, fault.kind
+                if fault.kind == "truncated_json":
+                    response._raw = response.raw[: len(response.raw) // 2]
+                elif fault.kind == "garbled_headers":
+                    response.headers["X-RateLimit-Remaining"] = "plenty"
+                    response.headers["X-RateLimit-Reset"] = "soon"
         response.headers.setdefault("Content-Type", JSON_TYPE)
         response.headers["X-GitHub-Request-Id"] = record.request_id
         record.status = response.status
@@ -401,8 +551,15 @@ class GitHubEmulator(Store):
         host: str,
         gql: graphql.Prepared | None = None,
     ) -> _Response:
-        inj = self._take_injection("fail", req.path)
+        inj = self._take_injection(frozenset({"fail", "outage", "html"}), req.path)
+        if inj is not None and inj.kind == "html":
+            req.fault = "html"
+            response = _Response(200, headers={"Content-Type": "text/html; charset=utf-8"})
+            response._raw = PROXY_ERROR_PAGE
+            return response
         if inj is not None:
+            if inj.kind == "outage":
+                req.fault = "outage"
             try:
                 phrase = HTTPStatus(inj.status).phrase
             except ValueError:

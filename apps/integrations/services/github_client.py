@@ -117,6 +117,84 @@ def _int_header(headers: dict[str, str], name: str) -> int | None:
         return None
 
 
+MID_RESPONSE = "GitHub closed the connection mid-response"
+
+
+def error_from_transport(exc: BaseException, *, timeout: float | None) -> GitHubTransientError:
+    """Say what went wrong on the way to or from GitHub, from what requests raised.
+
+    requests and urllib3 wrap one another's exceptions (a read timeout mid-body arrives as
+    ``requests.ConnectionError(ReadTimeoutError)``, a cut body as ``ChunkedEncodingError``
+    around ``IncompleteRead``), so the outer type alone misleads: the whole chain is read.
+    Messages name what happened, never the URL (its query) or the exception's own text.
+    """
+    import http.client
+
+    import requests
+    import urllib3
+
+    chain = _exception_chain(exc)
+
+    def found(*types: type[BaseException]) -> bool:
+        return any(isinstance(link, types) for link in chain)
+
+    after = f" after {timeout:g} s" if timeout else ""
+    # urllib3's NewConnectionError is a ConnectTimeoutError too: refusals come first.
+    if found(urllib3.exceptions.NewConnectionError):
+        reasons = [link.strerror for link in chain if isinstance(link, OSError) and link.strerror]
+        return GitHubTransientError(
+            f"could not reach GitHub: {reasons[-1] if reasons else 'no connection'}"
+        )
+    if found(requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError):
+        return GitHubTransientError(f"could not reach GitHub: no connection{after}")
+    if found(requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
+        return GitHubTransientError(f"GitHub request timed out{after}")
+    if found(requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError):
+        return GitHubTransientError("GitHub answered with a body that could not be decoded")
+    if found(
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
+        http.client.HTTPException,
+        ConnectionError,
+    ):
+        return GitHubTransientError(MID_RESPONSE)
+    return GitHubTransientError(f"GitHub request failed: {type(exc).__name__}")
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps: causes, contexts, exceptions among its
+    arguments, urllib3's ``reason``."""
+    chain: list[BaseException] = []
+    pending = [exc]
+    while pending and len(chain) < 32:
+        link = pending.pop(0)
+        if any(link is seen for seen in chain):
+            continue
+        chain.append(link)
+        pending.extend(arg for arg in link.args if isinstance(arg, BaseException))
+        for wrapped in (getattr(link, "reason", None), link.__cause__, link.__context__):
+            if isinstance(wrapped, BaseException):
+                pending.append(wrapped)
+    return chain
+
+
+def error_from_unreadable_body(
+    status: int, headers: dict[str, str], text: str
+) -> GitHubTransientError:
+    """A success status whose body is not the JSON GitHub always sends with it."""
+    if not text:
+        # With neither Content-Length nor chunked encoding the header block itself was cut
+        # (http.client takes the end of the stream for the end of the headers).
+        framed = "content-length" in headers or "transfer-encoding" in headers
+        return GitHubTransientError(
+            f"GitHub answered {status} with an empty body" if framed else MID_RESPONSE
+        )
+    media_type = headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    return GitHubTransientError(
+        f"GitHub answered {status} with a body that is not JSON ({media_type})"
+    )
+
+
 def error_from_response(status: int, headers: dict[str, str], body: Any) -> GitHubError:
     """Classify a GitHub error answer. ``headers`` keys are lower case.
 
@@ -177,13 +255,15 @@ class GitHubClient:
     """A PyGithub connection for one token, with typed calls for the endpoints we use.
 
     ``requests_made`` counts HTTP requests sent (the API cost a sync reports);
-    ``after_request`` is called after each successful answer (a sync renews its lease there).
+    ``after_request`` is called after each successful answer (a sync renews its lease there);
+    ``timeout`` is the one PyGithub was given, in seconds, for the errors to name.
     """
 
     github: Github
     pacer: TokenPacer | None = None
     requests_made: int = 0
     after_request: Callable[[], None] | None = None
+    timeout: float | None = None
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -199,7 +279,8 @@ class GitHubClient:
     ) -> Response:
         """Send one request; return it if its status is in ``ok``, else raise a GitHubError."""
         # Loaded with PyGithub (see client_for_token), not with this module.
-        import requests
+        import http.client
+
         import urllib3
 
         requester = self.github.requester
@@ -210,22 +291,26 @@ class GitHubClient:
             status, response_headers, text = requester.requestJson(
                 method, path, parameters=params, headers=dict(headers or {}), input=body
             )
-        except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
-            raise GitHubTransientError(f"GitHub request timed out: {type(exc).__name__}") from exc
-        except (requests.ConnectionError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise GitHubTransientError(f"could not reach GitHub: {type(exc).__name__}") from exc
-        except requests.RequestException as exc:
-            raise GitHubTransientError(f"GitHub request failed: {type(exc).__name__}") from exc
+        # requests' own exceptions are OSErrors; urllib3's and http.client's are listed in
+        # case one escapes requests' wrapping.
+        except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            raise error_from_transport(exc, timeout=self.timeout) from exc
+        except ValueError as exc:
+            # PyGithub reads the rate-limit headers of every answer with int(float(...)).
+            raise GitHubTransientError(
+                "GitHub answered with headers that are not readable"
+            ) from exc
         data: Any = None
+        # Every success GitHub sends us carries JSON (a 204 or 304 carries nothing): an empty
+        # or unreadable body is an answer cut short or replaced on the way, never "no items".
+        if status in ok and status not in (204, 304) and not text:
+            raise error_from_unreadable_body(status, response_headers, text)
         if text:
             try:
                 data = json.loads(text)
             except ValueError:
-                data = None
                 if status in ok:
-                    raise GitHubTransientError(
-                        f"GitHub answered {status} with a body that is not JSON"
-                    ) from None
+                    raise error_from_unreadable_body(status, response_headers, text) from None
         if status in ok:
             if self.after_request is not None:
                 self.after_request()
@@ -400,10 +485,11 @@ def client_for_token(token: str) -> GitHubClient:
     # request (an unknown repository, a bad flag) should not pay.
     from github import Auth, Github
 
+    timeout = int(settings.GITHUB_TIMEOUT)
     github = Github(
         auth=Auth.Token(token),
         base_url=settings.GITHUB_API_URL,
-        timeout=int(settings.GITHUB_TIMEOUT),
+        timeout=timeout,
         per_page=100,
         # No retries inside PyGithub: rate limits and Retry-After must reach the caller as
         # typed errors instead of sleeping this thread; transient errors are retried by the
@@ -414,7 +500,7 @@ def client_for_token(token: str) -> GitHubClient:
         seconds_between_writes=None,
         lazy=True,
     )
-    return GitHubClient(github=github, pacer=pacer_for_token(token))
+    return GitHubClient(github=github, pacer=pacer_for_token(token), timeout=timeout)
 
 
 def client_for_integration(integration: GitHubIntegration) -> GitHubClient:
