@@ -12,7 +12,9 @@ import sys
 import threading
 from datetime import timedelta
 
+import psycopg
 import pytest
+from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -62,6 +64,15 @@ def finished(repo_id: int) -> bool:
     """A pass finished: idle with a watermark."""
     checkpoint, watermark, _, status, *_ = position(repo_id)
     return status == "idle" and watermark is not None and checkpoint is None
+
+
+def connection_url() -> str:
+    """A libpq URL of the test database, for a session of our own."""
+    settings = connection.settings_dict
+    return (
+        f"postgresql://{settings['USER']}:{settings['PASSWORD'] or ''}@{settings['HOST']}:"
+        f"{settings['PORT']}/{settings['NAME']}"
+    )
 
 
 def position(repo_id: int) -> tuple:
@@ -185,3 +196,52 @@ def test_worker_killed_mid_sync_is_redelivered_and_resumes_from_its_checkpoint(
     assert repo.sync_checkpoint is None and repo.sync_lease_owner == ""
     # Only the interrupted page was done again: pages 2 to 4, 300 details, not 400.
     assert len(builders.detail_fetches(emulator, after=killed["seq"])) == 300
+
+
+@pytest.mark.postgres_only
+def test_database_connections_cut_mid_sync_roll_back_the_page_and_the_retry_completes(
+    emulator, redis_url, days_ago, tmp_path
+):
+    # What a PostgreSQL restart does to its clients: every session ends, open transactions
+    # roll back. Cut the worker's session while it fetches the second page's details.
+    emulator.generate_pulls(REPO, 400, start=days_ago(60), step=timedelta(hours=2))
+    repo = builders.tracked_repo(emulator, REPO)
+    env = quick_takeover_env(emulator, redis_url, lease_seconds=5)
+    ours = connection.cursor().connection.info.backend_pid
+    cut: dict[str, int] = {}
+
+    def restart_postgres(request):
+        if builders.is_detail_request(request) and len(cut) == 0:
+            details = emulator.count_requests(path_contains="/graphql")
+            if details == 1:  # the second page's query (the first is logged already)
+                with psycopg.connect(connection_url(), autocommit=True) as admin:
+                    cut["sessions"] = admin.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid NOT IN "
+                        "(pg_backend_pid(), %s)",
+                        [ours],
+                    ).fetchone()[0]
+                cut["seq"] = request.seq
+
+    emulator.add_hook(restart_postgres)
+    process = worker(env, tmp_path / "worker.log", host="host-a")
+    try:
+        assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
+        wait_until(lambda: bool(cut), timeout=DEADLINE, what="the cut", log=tmp_path / "worker.log")
+        wait_until(
+            lambda: finished(repo.pk),
+            timeout=DEADLINE,
+            what="the retried sync to finish",
+            log=tmp_path / "worker.log",
+        )
+    finally:
+        stop_process(process)
+
+    assert cut["sessions"] >= 1
+    log = (tmp_path / "worker.log").read_text()
+    assert "OperationalError" in log  # the write failed, and was retried
+    builders.assert_matches_github(emulator, repo)
+    # The page being written when the session died was rolled back whole: no detail of the
+    # first page was fetched again, the second page's were (once more).
+    fetched_after = builders.detail_fetches(emulator, after=cut["seq"] - 1)
+    assert sorted(set(fetched_after)) == list(range(101, 401))
