@@ -11,6 +11,19 @@ from tests.builders import TOKEN
 BACKEND_MARKERS = {"sqlite_only": "sqlite", "postgres_only": "postgresql"}
 
 
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Django deletes the SQLite test database file but not its WAL and shared-memory files."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    name = database.get("TEST", {}).get("NAME")
+    if database["ENGINE"] == "django.db.backends.sqlite3" and name:
+        for suffix in ("-wal", "-shm"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Skip the tests of the other backend: the suite runs on whichever DATABASE_URL names."""
     from django.db import connection
