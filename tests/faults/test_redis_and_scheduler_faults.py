@@ -539,15 +539,17 @@ def test_scheduler_killed_across_a_run_time_catches_it_up_once_on_start(
     assert [at for at in sent if missed < at < next_run] == [caught_up]
     assert one_fan_out_per_run_time(sent)
     assert second.returncode == 0
-    logger.info(
-        "scheduler_killed.caught_up missed_run_times=%d catch_up_after=%.1fs fan_outs=%d",
-        1 + len(run_times(missed, caught_up)),
-        (caught_up - missed).total_seconds(),
-        len(sent),
-    )
     # And a worker running the fan-outs brings every repository to GitHub's truth
     sync_with_a_worker(emulator, redis_url, tmp_path)
     assert_truth(emulator, repos)
+    logger.info(
+        "scheduler_killed.caught_up missed_run_times=%d catch_up_after=%.1fs fan_outs=%d "
+        "requests=%d",
+        1 + len(run_times(missed, caught_up)),
+        (caught_up - missed).total_seconds(),
+        len(sent),
+        len(emulator.requests),
+    )
 
 
 def test_two_schedulers_across_run_times_enqueue_one_fan_out_per_run_time(
@@ -559,7 +561,7 @@ def test_two_schedulers_across_run_times_enqueue_one_fan_out_per_run_time(
     client = redis.Redis.from_url(redis_url)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     processes = [scheduler(env, log) for log in logs]
-    stalled = None
+    stopped = False
     try:
         wait_until(
             lambda: (
@@ -581,18 +583,24 @@ def test_two_schedulers_across_run_times_enqueue_one_fan_out_per_run_time(
         # ... then the leader stalls across the next one, long enough for its lock to lapse
         # and the other to take over ...
         os.killpg(leader.pid, signal.SIGSTOP)
-        stalled = datetime.now(UTC)
+        stopped = True
+        stalled_at = datetime.now(UTC)
         wait_until(
-            lambda: (
-                logged(successor_log, "scheduler.leading") == 1 and fan_outs(client)[-1] > stalled
-            ),
+            lambda: logged(successor_log, "scheduler.leading") == 1,
+            timeout=DEADLINE,
+            what="the other scheduler to take over",
+            log=successor_log,
+        )
+        took_over = datetime.now(UTC)
+        wait_until(
+            lambda: fan_outs(client)[-1] > stalled_at,
             timeout=DEADLINE,
             what="the successor's first fan-out",
             log=successor_log,
         )
         # ... and resumes with that run time due on its schedule
         os.killpg(leader.pid, signal.SIGCONT)
-        stalled = None
+        stopped = False
         wait_until(
             lambda: logged(leader_log, "scheduler.stepped_down") == 1,
             timeout=DEADLINE,
@@ -607,7 +615,7 @@ def test_two_schedulers_across_run_times_enqueue_one_fan_out_per_run_time(
             log=successor_log,
         )
     finally:
-        if stalled is not None:
+        if stopped:
             os.killpg(leader.pid, signal.SIGCONT)
         for process in processes:
             stop_process(process)
@@ -616,11 +624,14 @@ def test_two_schedulers_across_run_times_enqueue_one_fan_out_per_run_time(
     sent = fan_outs(client)
     assert one_fan_out_per_run_time(sent)
     assert logged(leader_log, "scheduler.not_leader") + logged(leader_log, "lock_lost") >= 1
-    logger.info(
-        "two_schedulers.one_fan_out_per_run_time fan_outs=%d run_times=%d",
-        len(sent),
-        len(run_times(sent[0], sent[-1])) + 1,
-    )
     # And a worker running the fan-outs brings every repository to GitHub's truth
     sync_with_a_worker(emulator, redis_url, tmp_path)
     assert_truth(emulator, repos)
+    logger.info(
+        "two_schedulers.one_fan_out_per_run_time fan_outs=%d run_times=%d "
+        "takeover_after_stall=%.1fs requests=%d",
+        len(sent),
+        len(run_times(sent[0], sent[-1])) + 1,
+        (took_over - stalled_at).total_seconds(),
+        len(emulator.requests),
+    )
