@@ -32,10 +32,13 @@ REPO = "acme/api"
 @pytest.fixture(autouse=True)
 def log_tails(tmp_path):
     """A failure report ends with each process log's tail (pytest shows teardown output of
-    failed tests only)."""
+    failed tests only); and no log may hold the token."""
     yield
-    for log in sorted(tmp_path.glob("*.log")):
+    logs = sorted(tmp_path.glob("*.log"))
+    for log in logs:
         sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
+    # Whatever the fault, the token appears in no log line of any process.
+    assert not [log.name for log in logs if builders.TOKEN in log.read_text()]
 
 
 def worker(env: dict[str, str], log, *, host: str):
