@@ -167,7 +167,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0
 # first (retry or fail), then the sync outcome middleware records that decision, then
 # DbConnectionsMiddleware tidies the connection the recording used.
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker",
+    "BROKER": "apps.integrations.broker.SyncRedisBroker",
     "OPTIONS": {
         "url": REDIS_URL,
         # How long a silent worker is trusted before its unacked messages are requeued, and

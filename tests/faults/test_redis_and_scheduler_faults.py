@@ -4,10 +4,8 @@ waiting work, schedulers killed, stalled or doubled across a run time.
 Real processes throughout: `rundramatiq` workers, `python -m scheduler`, redis-server, the
 GitHub emulator. Each case ends by comparing every pull request in the database with the
 emulator's truth and by checking that no repository is left in a status that is not true.
-A case that meets a product bug stops at the check it breaks, with an exception named for
-the bug, and is marked strict xfail on that exception alone: any other failure still fails,
-and once the bug is fixed the case passes, which strict xfail reports as a failure, so the
-marker goes with the bug.
+Two cases stop, should the bug they found come back, at the check it breaks with an
+exception named for it (both fixed in ``apps.integrations.broker.SyncRedisBroker``).
 
 Figures (recovery time, requests, retries) are logged at INFO by the logger of this module:
 `pytest --log-cli-level=INFO` shows them.
@@ -128,12 +126,6 @@ RESET_AFTER = timedelta(seconds=20)
 LATER_RESET = timedelta(seconds=3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeferredSyncsStranded,
-    reason="Dramatiq's ConsumerThread drops the delayed messages it holds on a connection "
-    "error; they stay unacked under the live worker's id, which maintenance never requeues",
-)
 def test_redis_killed_and_restarted_runs_every_waiting_sync(
     emulator, durable_redis, days_ago, tmp_path
 ):
@@ -329,13 +321,6 @@ def test_redis_killed_and_restarted_runs_every_waiting_sync(
 OUTAGE_AFTER_SYNC_END = 15
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FollowUpLost,
-    reason="a deferral the worker cannot send while Redis is down is dropped: the actor's "
-    "send and Retries' re-enqueue fail, the message is acked once Redis returns, and the "
-    "repository shows queued",
-)
 def test_sync_ending_while_redis_is_down_keeps_its_follow_up(
     emulator, durable_redis, days_ago, tmp_path
 ):
