@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,6 +46,10 @@ INTERVAL = timedelta(seconds=4)
 LOCK_TTL_SECONDS = "5"
 
 
+# Every token these tests use (builders.TOKEN, builders.new_token()) has this shape.
+TOKEN_SHAPE = re.compile(r"ghp_[A-Za-z0-9]{20,}")
+
+
 class DeferredSyncsStranded(AssertionError):
     """Rate-limit deferrals a worker held in memory were forgotten on a Redis restart."""
 
@@ -56,10 +61,12 @@ class FollowUpLost(AssertionError):
 @pytest.fixture(autouse=True)
 def log_tails(tmp_path):
     """A failure report ends with each process log's tail (pytest shows teardown output of
-    failed tests only)."""
+    failed tests only); and no log may hold a token of any team."""
     yield
-    for log in sorted(tmp_path.glob("*.log")):
+    logs = sorted(tmp_path.glob("*.log"))
+    for log in logs:
         sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
+    assert not [log.name for log in logs if TOKEN_SHAPE.search(log.read_text())]
 
 
 @pytest.fixture
