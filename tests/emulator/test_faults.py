@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from datetime import timedelta
 
 import pytest
 import requests
 
 from devtools.github_emulator import GitHubEmulator
+from tests.processes import wait_until
 
 from .conftest import TOKEN
 
@@ -129,9 +129,7 @@ def test_stall_ends_when_the_emulator_stops():
     answers: list[bytes] = []
     reader = threading.Thread(target=lambda: answers.append(raw_get(emu, f"/repos/{REPO}")))
     reader.start()
-    deadline = time.monotonic() + 30
-    while not emu.requests and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: emu.requests, timeout=30, what="the stalled request to arrive")
 
     emu.stop()
     reader.join(timeout=30)

@@ -3,7 +3,6 @@ StubBroker with the production middleware list (SyncOutcomeMiddleware, then Retr
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -14,6 +13,7 @@ from apps.integrations.models import TrackedRepository
 from apps.integrations.services.github_client import GitHubTransientError
 from apps.integrations.tasks import QUEUE, sync_repository
 from tests import builders
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,14 +28,6 @@ def repo(emulator, days_ago):
 
 def status(repo: TrackedRepository) -> tuple[str, str]:
     return TrackedRepository.objects.values_list("sync_status", "last_sync_error").get(pk=repo.pk)
-
-
-def wait_for(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_finished_sync_shows_idle(stub_broker, stub_worker, repo):
@@ -74,7 +66,9 @@ def test_transient_error_with_retries_left_shows_queued_with_the_retry_count(
 
     # A minute's backoff: the retry waits while we look.
     sync_repository.send_with_options(args=(repo.pk,), min_backoff=60_000, max_backoff=60_000)
-    wait_for(lambda: status(repo)[0] != "idle" and "retry" in status(repo)[1], "a retry")
+    wait_until(
+        lambda: status(repo)[0] != "idle" and "retry" in status(repo)[1], timeout=60, what="a retry"
+    )
 
     state, error = status(repo)
     assert state == "queued"

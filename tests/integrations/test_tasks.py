@@ -24,6 +24,7 @@ from apps.integrations.tasks import (
 from devtools.localredis import start_redis_server
 from tests import builders
 from tests.builders import connected_team
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -219,8 +220,11 @@ class CountFinished(dramatiq.Middleware):
 def after_sending(message: dramatiq.Message) -> None:
     """Return once the wall clock is past ``message``'s timestamp (kept in milliseconds), so a
     lease taken from now on is unambiguously younger than the message."""
-    while time.time() * 1000 <= message.message_timestamp + 2:
-        time.sleep(0.001)
+    wait_until(
+        lambda: time.time() * 1000 > message.message_timestamp + 2,
+        timeout=5,
+        what="the clock to pass the message's timestamp",
+    )
 
 
 def test_five_messages_for_one_repository_cost_one_sync(stub_broker, repo, emulator, settings):
@@ -231,9 +235,10 @@ def test_five_messages_for_one_repository_cost_one_sync(stub_broker, repo, emula
     settings.GITHUB_TIMEOUT = 120
     finished = CountFinished()
     stub_broker.add_middleware(finished)
-    deadline = time.monotonic() + 60
     emulator.add_hook(
-        lambda request: wait_until(lambda: finished.count >= 4 or time.monotonic() > deadline)
+        lambda request: wait_until(
+            lambda: finished.count >= 4, timeout=60, what="the four other messages"
+        )
     )
 
     worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=5)
@@ -248,11 +253,6 @@ def test_five_messages_for_one_repository_cost_one_sync(stub_broker, repo, emula
     assert len(builders.detail_fetches(emulator)) == 150
     assert listings(emulator) == 3  # one full sync: 100 + 50 PRs, then the watermark page
     assert reload(repo).sync_status == "idle"
-
-
-def wait_until(condition) -> None:
-    while not condition():
-        time.sleep(0.01)
 
 
 def test_message_sent_while_a_sync_runs_waits_for_that_sync_to_end(
@@ -307,7 +307,7 @@ def test_redelivered_message_whose_own_sync_stalled_waits_instead_of_being_dropp
     worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
     worker.start()
     try:
-        wait_for(lambda: sent, "the message to be sent again")
+        wait_until(lambda: sent, timeout=60, what="the message to be sent again")
     finally:
         worker.stop()
 
@@ -325,13 +325,6 @@ class RecordEnqueued(dramatiq.Middleware):
 
     def after_enqueue(self, broker, message, delay):
         self.sent.append((message, delay))
-
-
-def wait_for(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def stalled_expiry_ms(repo: TrackedRepository) -> int:
