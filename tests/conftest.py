@@ -58,6 +58,22 @@ def days_ago(now: datetime):
     return at
 
 
+@pytest.fixture
+def process_logs(tmp_path):
+    """For tests whose processes log to ``tmp_path/*.log``: pytest shows teardown output of
+    failed tests only, so a failure report ends with each log's tail; and no log may hold a
+    token."""
+    import sys
+
+    from tests.processes import TOKEN_SHAPE
+
+    yield tmp_path
+    logs = sorted(tmp_path.glob("*.log"))
+    for log in logs:
+        sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
+    assert not [log.name for log in logs if TOKEN_SHAPE.search(log.read_text())]
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[str]:
     """A real redis-server on a free loopback port, for end-to-end tests; yields its URL."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ from django.db import connection
 from tests import builders
 
 ROOT = Path(__file__).resolve().parents[1]
+DEADLINE = 120  # seconds: any wait on a started process, on a loaded 2-core machine
+# The shape of every token the tests use (builders.TOKEN, builders.new_token()).
+TOKEN_SHAPE = re.compile(r"gh[pousr]_[A-Za-z0-9_]{16,}")
 
 
 def database_url() -> str:
@@ -88,3 +92,15 @@ def wait_until(
         time.sleep(0.1)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+def start_worker(
+    env: dict[str, str], log: Path, *, threads: int = 2, host: str | None = None
+) -> subprocess.Popen:
+    """A ``rundramatiq`` worker (one process, ``threads`` threads) logging to ``log``;
+    ``host`` makes it present itself as that machine (``SYNC_HOST_ID``)."""
+    return start(
+        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(threads)],
+        {**env, "SYNC_HOST_ID": host} if host else env,
+        log,
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -31,23 +30,23 @@ from devtools.localredis import start_redis_server
 from devtools.processes import stop_process
 from scheduler.jobs import build_trigger
 from tests import builders
-from tests.processes import manage, process_env, start, wait_until
+from tests.processes import DEADLINE, manage, process_env, start, start_worker, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.fault]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.fault,
+    pytest.mark.usefixtures("process_logs"),
+]
 
 logger = logging.getLogger(__name__)
 
-DEADLINE = 120  # seconds: any wait below, on a loaded 2-core machine
 QUEUE = "dramatiq:github_sync"
 DELAY_QUEUE = "dramatiq:github_sync.DQ"
 # The scheduler's job runs every INTERVAL in the scheduler cases; a dead leader's lock
 # lapses after LOCK_TTL (5 s: the leader loses it on its own only after a 3 s stall).
 INTERVAL = timedelta(seconds=4)
 LOCK_TTL_SECONDS = "5"
-
-
-# Every token these tests use (builders.TOKEN, builders.new_token()) has this shape.
-TOKEN_SHAPE = re.compile(r"ghp_[A-Za-z0-9]{20,}")
 
 
 class DeferredSyncsStranded(AssertionError):
@@ -58,17 +57,6 @@ class FollowUpLost(AssertionError):
     """A sync that ended while Redis was down left no message to carry it on."""
 
 
-@pytest.fixture(autouse=True)
-def log_tails(tmp_path):
-    """A failure report ends with each process log's tail (pytest shows teardown output of
-    failed tests only); and no log may hold a token of any team."""
-    yield
-    logs = sorted(tmp_path.glob("*.log"))
-    for log in logs:
-        sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
-    assert not [log.name for log in logs if TOKEN_SHAPE.search(log.read_text())]
-
-
 @pytest.fixture
 def durable_redis(tmp_path):
     """A redis-server of this test's own, appending every write to disk before it answers,
@@ -76,14 +64,6 @@ def durable_redis(tmp_path):
     server = start_redis_server(tmp_path / "redis", appendonly=True)
     yield server
     server.stop()
-
-
-def worker(env: dict[str, str], log):
-    return start(
-        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "2"],
-        env,
-        log,
-    )
 
 
 def scheduler(env: dict[str, str], log):
@@ -190,7 +170,7 @@ def test_redis_killed_and_restarted_runs_every_waiting_sync(
     )
     client = redis.Redis.from_url(durable_redis.url)
     worker_log, scheduler_log = tmp_path / "worker.log", tmp_path / "scheduler.log"
-    the_worker = worker(env, worker_log)
+    the_worker = start_worker(env, worker_log)
     the_scheduler = scheduler(env, scheduler_log)
     try:
         wait_until(
@@ -348,7 +328,7 @@ def test_sync_ending_while_redis_is_down_keeps_its_follow_up(
     env = process_env(emulator, REDIS_URL=durable_redis.url, GITHUB_TIMEOUT=str(DEADLINE))
     client = redis.Redis.from_url(durable_redis.url)
     log = tmp_path / "worker.log"
-    the_worker = worker(env, log)
+    the_worker = start_worker(env, log)
     try:
         assert manage(emulator, "sync_all", REDIS_URL=durable_redis.url).returncode == 0
         wait_until(lambda: len(held) == 2, timeout=DEADLINE, what="both syncs held", log=log)
@@ -459,7 +439,7 @@ def tracked_repos(emulator, days_ago) -> list[TrackedRepository]:
 
 def sync_with_a_worker(emulator, redis_url: str, tmp_path) -> None:
     """Let a worker run every fan-out waiting in Redis until every repository is synced."""
-    process = worker(process_env(emulator, REDIS_URL=redis_url), tmp_path / "worker.log")
+    process = start_worker(process_env(emulator, REDIS_URL=redis_url), tmp_path / "worker.log")
     try:
         wait_until(
             lambda: (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from datetime import timedelta
 
@@ -21,33 +20,16 @@ from django.utils import timezone
 from apps.integrations.models import PullRequest, TrackedRepository
 from devtools.processes import stop_process
 from tests import builders
-from tests.processes import manage, process_env, start, wait_until
+from tests.processes import DEADLINE, manage, process_env, start_worker, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.fault]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.fault,
+    pytest.mark.usefixtures("process_logs"),
+]
 
-DEADLINE = 120  # seconds: any wait below, on a loaded 2-core machine
 REPO = "acme/api"
-
-
-@pytest.fixture(autouse=True)
-def log_tails(tmp_path):
-    """A failure report ends with each process log's tail (pytest shows teardown output of
-    failed tests only); and no log may hold the token."""
-    yield
-    logs = sorted(tmp_path.glob("*.log"))
-    for log in logs:
-        sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
-    # Whatever the fault, the token appears in no log line of any process.
-    assert not [log.name for log in logs if builders.TOKEN in log.read_text()]
-
-
-def worker(env: dict[str, str], log, *, host: str):
-    """A rundramatiq worker that presents itself as machine ``host``."""
-    return start(
-        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "2"],
-        {**env, "SYNC_HOST_ID": host},
-        log,
-    )
 
 
 def quick_takeover_env(emulator, redis_url: str, *, lease_seconds: int) -> dict[str, str]:
@@ -96,7 +78,7 @@ def test_worker_paused_past_its_lease_writes_nothing_after_another_took_over(
     emulator.generate_pulls(REPO, 600, start=days_ago(60), step=timedelta(hours=2))
     repo = builders.tracked_repo(emulator, REPO)
     env = quick_takeover_env(emulator, redis_url, lease_seconds=3)
-    a = worker(env, tmp_path / "a.log", host="host-a")
+    a = start_worker(env, tmp_path / "a.log", host="host-a")
     paused = threading.Event()
 
     def pause_a_mid_sync(request):
@@ -114,7 +96,7 @@ def test_worker_paused_past_its_lease_writes_nothing_after_another_took_over(
         stored_by_a = PullRequest.objects.count()
 
         # When A stays paused past its lease, worker B (another machine) takes over ...
-        b = worker(env, tmp_path / "b.log", host="host-b")
+        b = start_worker(env, tmp_path / "b.log", host="host-b")
         wait_until(
             lambda: finished(repo.pk),
             timeout=DEADLINE,
@@ -162,7 +144,7 @@ def test_worker_killed_mid_sync_is_redelivered_and_resumes_from_its_checkpoint(
     repo = builders.tracked_repo(emulator, REPO)
     # The two workers are two machines: only the lease's expiry frees it.
     env = quick_takeover_env(emulator, redis_url, lease_seconds=5)
-    first = worker(env, tmp_path / "first.log", host="host-a")
+    first = start_worker(env, tmp_path / "first.log", host="host-a")
     killed: dict[str, int] = {}
     details = {"n": 0}
 
@@ -182,7 +164,7 @@ def test_worker_killed_mid_sync_is_redelivered_and_resumes_from_its_checkpoint(
         first.wait(timeout=DEADLINE)
         assert PullRequest.objects.count() == 100  # page 1, committed with its checkpoint
 
-        second = worker(env, tmp_path / "second.log", host="host-b")
+        second = start_worker(env, tmp_path / "second.log", host="host-b")
         wait_until(
             lambda: finished(repo.pk),
             timeout=DEADLINE,
@@ -227,7 +209,7 @@ def test_database_connections_cut_mid_sync_roll_back_the_page_and_the_retry_comp
                 cut["seq"] = request.seq
 
     emulator.add_hook(restart_postgres)
-    process = worker(env, tmp_path / "worker.log", host="host-a")
+    process = start_worker(env, tmp_path / "worker.log", host="host-a")
     try:
         assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
         wait_until(lambda: bool(cut), timeout=DEADLINE, what="the cut", log=tmp_path / "worker.log")

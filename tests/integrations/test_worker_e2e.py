@@ -16,31 +16,17 @@ import pytest
 from apps.integrations.models import PullRequest, TrackedRepository
 from devtools.processes import stop_process as stop
 from tests import builders
-from tests.processes import ROOT, manage, process_env, start, wait_until
+from tests.processes import DEADLINE, ROOT, manage, process_env, start_worker, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("process_logs"),
+]
 
-DEADLINE = 120  # seconds: any wait below, on a loaded 2-core machine
 # How long after the rate limit is hit GitHub's reset comes: the repository shows
 # rate_limited for about this long, which the test must see once (it polls every 0.1 s).
 RESET_AFTER = timedelta(seconds=10)
-
-
-@pytest.fixture(autouse=True)
-def log_tails(tmp_path):
-    """The processes log to ``tmp_path/*.log``; pytest shows teardown output only when the
-    test failed, so a failure report ends with each log's tail."""
-    yield
-    for log in sorted(tmp_path.glob("*.log")):
-        sys.stdout.write(f"\n--- end of {log.name} ---\n{log.read_text()[-3000:]}\n")
-
-
-def worker(env: dict[str, str], log):
-    return start(
-        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
-        env,
-        log,
-    )
 
 
 def statuses() -> set[str]:
@@ -65,7 +51,7 @@ def test_scheduler_fanout_and_a_worker_sync_every_repository(
         builders.tracked_repo(emulator, name, team_slug=name.split("/")[0])
     env = process_env(emulator, REDIS_URL=redis_url)
     log = tmp_path / "worker.log"
-    process = worker(env, log)
+    process = start_worker(env, log, threads=4)
     try:
         once = subprocess.run(
             [sys.executable, "-m", "scheduler", "--once"],
@@ -111,7 +97,7 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
     emulator.add_hook(reset_soon_after_the_limit)
     env = process_env(emulator, REDIS_URL=redis_url)
     log = tmp_path / "worker.log"
-    process = worker(env, log)
+    process = start_worker(env, log, threads=4)
     try:
         assert manage(emulator, "sync_all", REDIS_URL=redis_url).returncode == 0
         wait_until(
