@@ -50,6 +50,13 @@ class GitHubUnauthorized(GitHubError):
 class GitHubNotConnected(GitHubError):
     """The integration has no credential (GitHub rejected it earlier); nothing was sent."""
 
+    @classmethod
+    def for_team(cls, team_slug: str) -> GitHubNotConnected:
+        return cls(
+            f"the GitHub integration of team {team_slug!r} is disconnected; "
+            "reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
+        )
+
 
 class GitHubNotFound(GitHubError):
     """404: the repository (or object) does not exist or the token may not see it."""
@@ -513,8 +520,5 @@ def client_for_integration(integration: GitHubIntegration) -> GitHubClient:
     try:
         credential = integration.credential
     except IntegrationCredential.DoesNotExist:
-        raise GitHubNotConnected(
-            f"the GitHub integration of team {integration.team.slug!r} is disconnected; "
-            "reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
-        ) from None
+        raise GitHubNotConnected.for_team(integration.team.slug) from None
     return client_for_token(credential.access_token.reveal())

@@ -9,6 +9,7 @@ from apps.integrations.models import TrackedRepository
 from apps.integrations.services import rate_limits, sync_outcome
 from apps.integrations.services.github_client import (
     GitHubError,
+    GitHubNotConnected,
     GitHubRateLimited,
     GitHubTransientError,
     GitHubUnauthorized,
@@ -111,10 +112,7 @@ class Command(OperatorCommand):
     def _not_syncable(tracked_repo: TrackedRepository, reason: str) -> str:
         if reason == "inactive":
             return "the repository is inactive (untracked); reactivate it in the admin to sync it"
-        return (
-            f"the GitHub integration of team {tracked_repo.team.slug!r} is disconnected; "
-            "reconnect it with: manage.py track_repo OWNER/NAME --team SLUG"
-        )
+        return str(GitHubNotConnected.for_team(tracked_repo.team.slug))
 
     def _find(self, full_name: str, team: str | None) -> TrackedRepository:
         matches = TrackedRepository.objects.select_related("team", "integration").named(full_name)
