@@ -82,7 +82,33 @@ class TrackedRepository(BaseTeamModel):
     objects = TrackedRepositoryQuerySet.as_manager()
     full_name = models.CharField(max_length=255)
     is_active = models.BooleanField(default=True)
+    inactive_reason = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Why the repository stopped syncing (e.g. deleted or archived on GitHub).",
+    )
+
+    # The repository hook that pushes pull_request and repository events (webhooks app).
     webhook_id = models.BigIntegerField(null=True, blank=True)
+    webhook_error = models.TextField(
+        blank=True, default="", help_text="Why the hook could not be registered or checked."
+    )
+    webhook_last_delivery_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the receiver last accepted a delivery for it."
+    )
+    webhook_failed_deliveries = models.IntegerField(
+        default=0, help_text="Failed deliveries the last recovery pass found and could not redo."
+    )
+    webhook_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the recovery job last listed the hook's deliveries."
+    )
+    webhook_deliveries_cursor = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Newest delivery id the recovery job has already examined.",
+    )
 
     # Outcome of the last sync, written only by services.sync_outcome.
     last_sync_at = models.DateTimeField(
@@ -202,3 +228,23 @@ class PullRequest(BaseTeamModel):
 
     def __str__(self) -> str:
         return f"{self.tracked_repo.full_name}#{self.number}"
+
+
+class WebhookDelivery(models.Model):
+    """One GitHub delivery the receiver accepted, by its ``X-GitHub-Delivery`` GUID: a
+    redelivery or replay of it changes nothing. Not team-scoped: one delivery may update
+    every team that tracks the repository. Pruned after ``WEBHOOK_DELIVERY_RETENTION_DAYS``.
+    """
+
+    guid = models.CharField(max_length=64, unique=True)
+    event = models.CharField(max_length=64)
+    action = models.CharField(max_length=64, blank=True, default="")
+    github_repo_id = models.BigIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=32, blank=True, default="")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.guid}"
