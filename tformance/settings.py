@@ -239,6 +239,18 @@ if GITHUB_PR_DETAILS not in {"graphql", "rest"}:
 # How far back a first (full) sync reaches.
 GITHUB_SYNC_DAYS_BACK = int(os.environ.get("GITHUB_SYNC_DAYS_BACK", "90"))
 
+# Webhook secrets, comma-separated like FIELD_ENCRYPTION_KEY: the first is given to hooks the
+# product registers, every one is accepted on deliveries (rotation: prepend the new secret,
+# re-register, drop the old one once no hook uses it). Empty: webhooks are off and every
+# delivery is refused (nothing unsigned is trusted).
+GITHUB_WEBHOOK_SECRETS = [
+    secret.strip()
+    for secret in os.environ.get("GITHUB_WEBHOOK_SECRET", "").split(",")
+    if secret.strip()
+]
+# How long delivery GUIDs are kept to recognise a redelivery: GitHub redelivers for 3 days.
+WEBHOOK_DELIVERY_RETENTION_DAYS = int(os.environ.get("WEBHOOK_DELIVERY_RETENTION_DAYS", "7"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
