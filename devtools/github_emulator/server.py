@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import graphql, render
+from .hooks import Webhooks
 from .store import Store, TokenState, User, epoch, parse_iso8601
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -282,6 +283,16 @@ class GitHubEmulator(Store):
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
+        # Repository webhooks (``hooks.py``); not ``add_hook``, which observes requests.
+        self.webhooks = Webhooks(self)
+
+    # ------------------------------------------------------------------ webhooks
+
+    def _item_changed(self, state: Any, item: Any, action: str) -> None:
+        self.webhooks.pull_request_changed(state, item, action, sender=item.author)
+
+    def _repo_renamed(self, state: Any, old_name: str) -> None:
+        self.webhooks.repository_renamed(state, old_name)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -305,6 +316,7 @@ class GitHubEmulator(Store):
         if server is None:
             return
         self._stalls_released.set()
+        self.webhooks.stop()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -527,7 +539,7 @@ class GitHubEmulator(Store):
                 response = _error(500, f"emulator hook failed: {exc!r}")
         if response is None:
             host = headers.get("Host") or f"{self.host}:{self._port}"
-            response = self._respond(record, in_prefix, query_pairs, host, gql)
+            response = self._respond(record, in_prefix, query_pairs, host, gql, body)
             fault = self._take_injection(_TRANSPORT_FAULTS, record.path)
             if fault is not None:
                 response.fault, record.fault = fault, fault.kind
@@ -550,6 +562,7 @@ class GitHubEmulator(Store):
         query_pairs: list[tuple[str, str]],
         host: str,
         gql: graphql.Prepared | None = None,
+        body: bytes = b"",
     ) -> _Response:
         inj = self._take_injection(frozenset({"fail", "outage", "html"}), req.path)
         if inj is not None and inj.kind == "html":
@@ -608,7 +621,10 @@ class GitHubEmulator(Store):
             token.remaining -= 1
             window = token.window
             rate_headers = self._rate_headers(token)
-            if req.method in ("GET", "HEAD"):
+            response = self.webhooks.route(req, body, token, ctx.api)
+            if response is not None:
+                pass
+            elif req.method in ("GET", "HEAD"):
                 response = self._route(req, query_pairs, ctx, token)
             else:
                 response = _not_found()

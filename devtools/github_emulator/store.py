@@ -480,6 +480,7 @@ class Store:
         self._apply(item, fields, requested_state, state_given)
         state.items[number] = item
         state.sorted_cache.clear()
+        self._item_changed(state, item, "opened")
         return item
 
     def update(
@@ -507,9 +508,35 @@ class Store:
                 self._user(fields["author"])
             state_given = "state" in fields
             requested_state = fields.pop("state", item.state)
+            before = copy.copy(item)
             self._apply(item, fields, requested_state, state_given)
             state.sorted_cache.clear()
+            self._item_changed(state, item, _action(before, item))
             return copy.copy(item)
+
+    def rename_repo(self, full_name: str, new_name: str) -> RepoRecord:
+        """Rename a repository within its owner (its id, items and hooks stay)."""
+        with self.lock:
+            state = self._repo_state(full_name)
+            old_name = state.record.name
+            new_full_name = f"{state.record.owner}/{new_name}"
+            if new_full_name.lower() in self._repos and new_full_name.lower() != full_name.lower():
+                raise ValueError(f"repository {new_full_name!r} already exists")
+            del self._repos[full_name.lower()]
+            state.record.name = new_name
+            state.record.updated_at = self.now()
+            self._repos[new_full_name.lower()] = state
+            for item in state.items.values():
+                item.repo = new_full_name
+            self._repo_renamed(state, old_name)
+            return copy.copy(state.record)
+
+    def _item_changed(self, state: _RepoState, item: ItemRecord, action: str) -> None:
+        """Called (lock held) after an issue or PR was added or changed; the emulator sends
+        webhook deliveries from here."""
+
+    def _repo_renamed(self, state: _RepoState, old_name: str) -> None:
+        """Called (lock held) after a repository was renamed."""
 
     @staticmethod
     def _apply(item: ItemRecord, fields: dict[str, Any], requested: str, state_given: bool) -> None:
@@ -592,3 +619,18 @@ class Store:
         result = sorted(values, key=sort_key, reverse=direction == "desc")
         state.sorted_cache[key] = result
         return result
+
+
+def _action(before: ItemRecord, after: ItemRecord) -> str:
+    """The ``pull_request`` webhook action GitHub would report for this change."""
+    if before.state != after.state:
+        return "closed" if after.state == "closed" else "reopened"
+    if before.draft != after.draft:
+        return "converted_to_draft" if after.draft else "ready_for_review"
+    if before.head_sha != after.head_sha:
+        return "synchronize"
+    if set(after.labels) - set(before.labels):
+        return "labeled"
+    if set(before.labels) - set(after.labels):
+        return "unlabeled"
+    return "edited"
