@@ -85,7 +85,6 @@ class Hook:
 class Delivery:
     """One attempt to deliver an event to a hook (a redelivery is another attempt, same GUID)."""
 
-    id: int
     guid: str
     hook_id: int
     repo_id: int
@@ -98,6 +97,8 @@ class Delivery:
     status_code: int = 0
     duration: float = 0.0
     request_headers: dict[str, str] = field(default_factory=dict)
+    # Given when attempted: GitHub's log holds attempts, and its ids grow with their time.
+    id: int = 0
 
     @property
     def ok(self) -> bool:
@@ -236,7 +237,6 @@ class Webhooks:
                 continue
             self._enqueue(
                 Delivery(
-                    id=next(self._delivery_ids),
                     guid=guid,
                     hook_id=hook.id,
                     repo_id=repo_id,
@@ -247,7 +247,6 @@ class Webhooks:
             )
 
     def _enqueue(self, delivery: Delivery) -> None:
-        self._deliveries.append(delivery)
         self._queue.put(delivery)
         if self._thread is None:
             self._thread = threading.Thread(
@@ -300,6 +299,8 @@ class Webhooks:
         else:
             status, code = _post(url, body, headers)
         with self._emu.lock:
+            delivery.id = next(self._delivery_ids)
+            self._deliveries.append(delivery)
             delivery.delivered_at = self._emu.now()
             delivery.duration = round(time.monotonic() - started, 3)
             delivery.status, delivery.status_code = status, code
@@ -370,7 +371,6 @@ class Webhooks:
                 return _validation_failed("HookDelivery", "delivered_at")
             self._enqueue(
                 Delivery(
-                    id=next(self._delivery_ids),
                     guid=delivery.guid,
                     hook_id=hook.id,
                     repo_id=delivery.repo_id,
