@@ -432,6 +432,68 @@ class GitHubClient:
         }
         return PullDetails(found=found, missing=missing)
 
+    def list_repository_hooks(self, full_name: str) -> list[dict[str, Any]]:
+        """https://docs.github.com/rest/repos/webhooks#list-repository-webhooks
+
+        One page of 100: GitHub allows at most 20 hooks per event on a repository.
+        """
+        return self.request("GET", f"/repos/{full_name}/hooks", params={"per_page": 100}).data
+
+    def create_repository_hook(
+        self, full_name: str, *, url: str, secret: str, events: Sequence[str]
+    ) -> dict[str, Any]:
+        """https://docs.github.com/rest/repos/webhooks#create-a-repository-webhook"""
+        body = {
+            "name": "web",
+            "active": True,
+            "events": list(events),
+            "config": _hook_config(url=url, secret=secret),
+        }
+        return self.request("POST", f"/repos/{full_name}/hooks", body=body, ok=(201,)).data
+
+    def update_repository_hook(
+        self, full_name: str, hook_id: int, *, url: str, secret: str, events: Sequence[str]
+    ) -> dict[str, Any]:
+        """https://docs.github.com/rest/repos/webhooks#update-a-repository-webhook
+
+        Sends the whole config: GitHub replaces it, and a secret left out would be removed.
+        """
+        body = {
+            "active": True,
+            "events": list(events),
+            "config": _hook_config(url=url, secret=secret),
+        }
+        return self.request("PATCH", f"/repos/{full_name}/hooks/{int(hook_id)}", body=body).data
+
+    def delete_repository_hook(self, full_name: str, hook_id: int) -> None:
+        """https://docs.github.com/rest/repos/webhooks#delete-a-repository-webhook"""
+        self.request("DELETE", f"/repos/{full_name}/hooks/{int(hook_id)}", ok=(204,))
+
+    def list_hook_deliveries_page(
+        self, full_name: str, hook_id: int, *, cursor: str | None = None, per_page: int = 100
+    ) -> HookDeliveriesPage:
+        """https://docs.github.com/rest/repos/webhooks#list-deliveries-for-a-repository-webhook
+
+        Newest first; GitHub pages these by the cursor in the ``Link`` header's next URL.
+        """
+        params: dict[str, Any] = {"per_page": per_page}
+        if cursor:
+            params["cursor"] = cursor
+        response = self.request(
+            "GET", f"/repos/{full_name}/hooks/{int(hook_id)}/deliveries", params=params
+        )
+        return HookDeliveriesPage(
+            items=response.data or [], next_cursor=_next_cursor(response.headers.get("link", ""))
+        )
+
+    def redeliver_hook_delivery(self, full_name: str, hook_id: int, delivery_id: int) -> None:
+        """https://docs.github.com/rest/repos/webhooks#redeliver-a-delivery-for-a-repository-webhook"""
+        self.request(
+            "POST",
+            f"/repos/{full_name}/hooks/{int(hook_id)}/deliveries/{int(delivery_id)}/attempts",
+            ok=(202,),
+        )
+
 
 MAX_GRAPHQL_ALIASES = 100
 _PULLS_QUERY = """query($owner: String!, $name: String!) {
@@ -466,6 +528,28 @@ class IssuesPage:
 class PullDetails:
     found: dict[int, dict[str, Any]]
     missing: list[int]
+
+
+@dataclass(frozen=True)
+class HookDeliveriesPage:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _hook_config(*, url: str, secret: str) -> dict[str, str]:
+    return {"url": url, "content_type": "json", "secret": secret, "insecure_ssl": "0"}
+
+
+def _next_cursor(link: str) -> str | None:
+    """The ``cursor`` of the Link header's rel="next" URL (None on the last page)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    for part in link.split(","):
+        target, _, rel = part.partition(";")
+        if 'rel="next"' in rel:
+            cursor = parse_qs(urlsplit(target.strip().strip("<>")).query).get("cursor")
+            return cursor[0] if cursor else None
+    return None
 
 
 def format_github_time(value: datetime) -> str:
