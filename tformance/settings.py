@@ -216,6 +216,13 @@ SCHEDULED_TASKS = {
         "schedule": timedelta(minutes=5),
         "expire_seconds": 5 * 60,
     },
+    # GitHub retries no failed webhook delivery: redeliver them while GitHub still can (three
+    # days), and sync what cannot be redelivered (services/webhook_recovery.py).
+    "recover-webhook-deliveries": {
+        "task": "apps.integrations.tasks.recover_webhook_deliveries",
+        "schedule": timedelta(minutes=5),
+        "expire_seconds": 5 * 60,
+    },
 }
 
 # GitHub REST base URL: github.com, a GitHub Enterprise Server ".../api/v3", or an emulator.
@@ -248,6 +255,9 @@ GITHUB_WEBHOOK_SECRETS = [
     for secret in os.environ.get("GITHUB_WEBHOOK_SECRET", "").split(",")
     if secret.strip()
 ]
+# The receiver's public URL, for the admin's "Register webhooks" action and the default of
+# `manage.py register_webhooks --url`.
+GITHUB_WEBHOOK_URL = os.environ.get("GITHUB_WEBHOOK_URL", "").strip()
 # How long delivery GUIDs are kept to recognise a redelivery: GitHub redelivers for 3 days.
 WEBHOOK_DELIVERY_RETENTION_DAYS = int(os.environ.get("WEBHOOK_DELIVERY_RETENTION_DAYS", "7"))
 

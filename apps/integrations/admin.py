@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
@@ -78,7 +79,16 @@ class IntegrationCredentialAdmin(admin.ModelAdmin):
 
 @admin.register(TrackedRepository)
 class TrackedRepositoryAdmin(admin.ModelAdmin):
-    list_display = ["full_name", "team", "is_active", "sync_status", "last_sync_at", "short_error"]
+    list_display = [
+        "full_name",
+        "team",
+        "is_active",
+        "sync_status",
+        "last_sync_at",
+        "short_error",
+        "webhook",
+        "webhook_last_delivery_at",
+    ]
     list_filter = ["sync_status", "is_active", "team"]
     search_fields = ["full_name", "team__slug"]
     list_select_related = ["team"]
@@ -88,6 +98,11 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "github_repo_id",
         "full_name",
         "webhook_id",
+        "webhook",
+        "webhook_error",
+        "webhook_last_delivery_at",
+        "webhook_failed_deliveries",
+        "webhook_checked_at",
         "sync_status",
         "sync_status_changed_at",
         "last_sync_at",
@@ -98,7 +113,7 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = ["is_active", *readonly_fields]
-    actions = ["sync_now", "full_resync"]
+    actions = ["sync_now", "full_resync", "register_webhooks"]
 
     @admin.action(description="Sync selected repositories now", permissions=["change"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet[TrackedRepository]) -> None:
@@ -141,6 +156,80 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         # write committed in between.
         if form.changed_data:
             obj.save(update_fields=[*form.changed_data, "updated_at"])
+        if "is_active" in form.changed_data and not obj.is_active:
+            self._unregister_webhooks(request, [obj])
+
+    @admin.action(description="Register webhooks (create or repair)", permissions=["change"])
+    def register_webhooks(
+        self, request: HttpRequest, queryset: QuerySet[TrackedRepository]
+    ) -> None:
+        from apps.integrations.services.github_client import GitHubError
+        from apps.integrations.services.tracking import InvalidInput
+        from apps.integrations.services.webhook_registration import (
+            current_webhook_secret,
+            validate_webhook_url,
+            webhook_register,
+        )
+
+        try:
+            url = validate_webhook_url(settings.GITHUB_WEBHOOK_URL)
+            current_webhook_secret()
+        except InvalidInput as problem:
+            self.message_user(request, f"Nothing registered: {problem}", messages.ERROR)
+            return
+        repos = list(queryset.select_related("integration", "team").order_by("pk"))
+        registered = 0
+        for repo in repos:
+            if not repo.is_active:
+                self.message_user(
+                    request,
+                    f"{repo.full_name}: skipped, the repository is inactive.",
+                    messages.WARNING,
+                )
+                continue
+            try:
+                webhook_register(tracked_repo=repo, url=url)
+            except GitHubError as error:
+                self.message_user(request, f"{repo.full_name}: {error}", messages.ERROR)
+                continue
+            registered += 1
+        if registered:
+            noun = "repository" if registered == 1 else "repositories"
+            self.message_user(
+                request, f"Registered the webhook of {registered} {noun}.", messages.SUCCESS
+            )
+
+    def delete_model(self, request: HttpRequest, obj: TrackedRepository) -> None:
+        self._unregister_webhooks(request, [obj])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TrackedRepository]) -> None:
+        repos = list(queryset.select_related("integration", "team"))
+        # Inactive first: a hook the selected rows share with one another (two teams tracking
+        # one repository) is then deleted, not kept for a row about to go too.
+        queryset.update(is_active=False)
+        self._unregister_webhooks(request, repos)
+        super().delete_queryset(request, queryset)
+
+    def _unregister_webhooks(self, request: HttpRequest, repos: list[TrackedRepository]) -> None:
+        """An untracked repository's hook goes too, best effort: a failure is shown and
+        recorded, and never stops the untracking."""
+        from apps.integrations.services.webhook_registration import webhook_unregister
+
+        for repo in repos:
+            if not webhook_unregister(tracked_repo=repo):
+                self.message_user(
+                    request,
+                    f"{repo.full_name}: the webhook could not be deleted on GitHub "
+                    f"({repo.webhook_error}); delete it in the repository's settings.",
+                    messages.WARNING,
+                )
+
+    @admin.display(description="webhook")
+    def webhook(self, obj: TrackedRepository) -> str:
+        from apps.integrations.services.webhook_registration import webhook_state
+
+        return webhook_state(obj)
 
     @admin.display(description="last error")
     def short_error(self, obj: TrackedRepository) -> str:
