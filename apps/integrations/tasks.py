@@ -234,3 +234,13 @@ def _enqueue_syncs(ids: Sequence[int], *, full: bool = False) -> int:
         sync_outcome.repository_syncs_enqueued(tracked_repo_ids=chunk, sent_at=sent_at)
         count += len(chunk)
     return count
+
+
+@dramatiq.actor(queue_name=SWEEP_QUEUE, max_retries=0)
+def recover_webhook_deliveries() -> None:
+    """Every few minutes (``settings.SCHEDULED_TASKS``): redeliver failed webhook deliveries
+    and sync the repositories whose lost events cannot be redelivered
+    (``services.webhook_recovery``). No retries: the next run is minutes away and resumes."""
+    from apps.integrations.services.webhook_recovery import webhook_deliveries_recover
+
+    enqueue_repository_syncs(tracked_repo_ids=webhook_deliveries_recover().to_sync)
