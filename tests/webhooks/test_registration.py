@@ -191,6 +191,38 @@ def test_the_secret_appears_in_no_output_and_no_column(emulator, repo):
     assert SECRET not in out_failed + err_failed + out + err + repr(row)
 
 
+# -- untrack_repo ----------------------------------------------------------------------------
+
+
+def test_untrack_repo_stops_syncing_and_deletes_the_hook(emulator, repo):
+    run("register_webhooks", REPO, "--url", URL)
+
+    code, out, err = run("untrack_repo", REPO)
+
+    repo.refresh_from_db()
+    assert (code, err) == (0, "") and "Stopped tracking acme/widgets" in out
+    assert not repo.is_active and repo.inactive_reason == "untracked by an operator"
+    assert emulator.webhooks.hooks(REPO) == [] and repo.webhook_id is None
+
+
+def test_untrack_repo_whose_hook_cannot_be_deleted_untracks_and_warns(emulator, repo):
+    run("register_webhooks", REPO, "--url", URL)
+    emulator.webhooks.deny_hook_permission(builders.TOKEN)
+
+    code, _, err = run("untrack_repo", REPO)
+
+    repo.refresh_from_db()
+    assert code == 0 and not repo.is_active
+    assert err.startswith("warning: its webhook could not be deleted")
+    assert len(err.splitlines()) == 1
+
+
+def test_untrack_repo_of_an_unknown_repository_is_one_line_and_exit_1(emulator):
+    code, out, err = run("untrack_repo", "acme/unknown")
+
+    assert (code, out, err.strip()) == (1, "", "error: acme/unknown is not tracked")
+
+
 # -- admin -----------------------------------------------------------------------------------
 
 

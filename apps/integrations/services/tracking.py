@@ -85,8 +85,8 @@ def repository_track(
         existing = TrackedRepository.objects.for_team(team).named(repo["full_name"]).first()
         if existing is not None:
             if not existing.is_active:
-                existing.is_active = True
-                existing.save(update_fields=["is_active", "updated_at"])
+                existing.is_active, existing.inactive_reason = True, ""
+                existing.save(update_fields=["is_active", "inactive_reason", "updated_at"])
             return TrackResult(existing, False, integration_created, reconnected)
         tracked = TrackedRepository.objects.create(
             team=team,
@@ -95,3 +95,27 @@ def repository_track(
             full_name=repo["full_name"],
         )
         return TrackResult(tracked, True, integration_created, reconnected)
+
+
+@dataclass(frozen=True)
+class UntrackResult:
+    tracked_repo: TrackedRepository
+    was_active: bool
+    hook_deleted: bool  # False: GitHub could not be asked; ``webhook_error`` says why
+
+
+def repository_untrack(*, tracked_repo: TrackedRepository, reason: str = "") -> UntrackResult:
+    """Stop syncing ``tracked_repo`` (its pull requests stay) and delete its hook on GitHub.
+
+    The hook goes best effort, after the row is inactive: a failure is logged and recorded
+    in ``webhook_error`` and never keeps the repository tracked.
+    """
+    from apps.integrations.services.webhook_registration import webhook_unregister
+
+    was_active = tracked_repo.is_active
+    TrackedRepository.objects.filter(pk=tracked_repo.pk).update(
+        is_active=False, inactive_reason=reason[:255]
+    )
+    tracked_repo.is_active, tracked_repo.inactive_reason = False, reason[:255]
+    hook_deleted = webhook_unregister(tracked_repo=tracked_repo)
+    return UntrackResult(tracked_repo, was_active, hook_deleted)

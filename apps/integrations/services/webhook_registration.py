@@ -154,9 +154,7 @@ def webhook_unregister(
     try:
         if not shared:
             client = client or client_for_integration(tracked_repo.integration)
-            client.delete_repository_hook(tracked_repo.full_name, hook_id)
-    except GitHubNotFound:
-        pass  # already gone: what we wanted
+            _delete_hook(client, tracked_repo.full_name, hook_id)
     except GitHubError as error:
         logger.warning(
             "webhook.unregister_failed",
@@ -171,6 +169,29 @@ def webhook_unregister(
     tracked_repo.webhook_deliveries_cursor = ""
     logger.info("webhook.unregistered", extra={"repo_id": tracked_repo.pk, "hook_id": hook_id})
     return True
+
+
+def _delete_hook(client: GitHubClient, full_name: str, hook_id: int) -> None:
+    """Delete the hook; a hook (or repository) already gone is fine.
+
+    A 404 alone does not say which: GitHub also answers 404 to a classic token without
+    ``admin:repo_hook``. Only then are two more requests spent to tell.
+    """
+    try:
+        client.delete_repository_hook(full_name, hook_id)
+        return
+    except GitHubNotFound:
+        pass
+    try:
+        client.get_repository(full_name)
+    except GitHubNotFound:
+        return  # the repository is gone, and its hooks with it
+    try:
+        client.list_repository_hooks(full_name)
+    except GitHubNotFound as error:
+        raise HookPermissionMissing(
+            f"GitHub answered 404; the token needs {PERMISSION}", status=404
+        ) from error
 
 
 def _record_error(tracked_repo: TrackedRepository, message: str) -> None:
