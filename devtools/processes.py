@@ -46,3 +46,41 @@ def _kill_tree(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
         else:
             process.kill()
+
+
+def start_web_server(
+    *, port: int, env: dict[str, str], log_path: os.PathLike | str, workers: int = 2
+) -> subprocess.Popen:
+    """The web application (admin, webhook receiver) under gunicorn on 127.0.0.1:``port``,
+    in its own session, logging to ``log_path``. Wait for it with ``wait_for_port``."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "tformance.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                # Its default path is one per user: parallel servers would fight over it.
+                "--no-control-socket",
+            ],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def port_is_open(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
