@@ -213,6 +213,16 @@ def test_the_job_enqueues_an_incremental_sync_for_what_could_not_be_recovered(
     )
 
 
+def test_a_sync_the_job_could_not_send_is_left_noted_for_the_sweep(emulator, repo):
+    failed_delivery(emulator)
+    emulator.webhooks.set_deliveries_enabled(False)
+    recover(emulator)
+
+    recover(emulator)
+
+    assert fresh(repo).sync_requested_at is not None
+
+
 def test_the_recovery_job_is_scheduled_every_five_minutes():
     [entry] = [
         task

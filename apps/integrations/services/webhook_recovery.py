@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from apps.integrations.models import GitHubIntegration, TrackedRepository
+from apps.integrations.services import sync_outcome
 from apps.integrations.services.github_client import (
     GitHubClient,
     GitHubError,
@@ -145,6 +146,13 @@ def webhook_deliveries_recover(*, now: datetime | None = None) -> RecoveryResult
         if recovery.unrecoverable:
             result.to_sync.extend(ids)
     result.rate_limited_integrations = len(limited)
+    if result.to_sync:
+        # Noted before the actor sends them: the cursors have moved past these deliveries,
+        # so should the queue be down, the sweep must send the syncs (as for a fan-out cut
+        # short) or nothing would.
+        sync_outcome.repository_syncs_requested(
+            repos=TrackedRepository.objects.filter(pk__in=result.to_sync), requested_at=now
+        )
     logger.info(
         "webhook_recovery.pass",
         extra={
