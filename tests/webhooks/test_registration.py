@@ -99,6 +99,16 @@ def test_a_hook_changed_on_github_is_repaired(emulator, repo):
     )
 
 
+def test_a_new_url_moves_the_hook_registered_before_instead_of_adding_one(emulator, repo):
+    run("register_webhooks", REPO, "--url", URL)
+
+    code, out, _ = run("register_webhooks", REPO, "--url", "https://new.example.com/hook/")
+
+    [hook] = emulator.webhooks.hooks(REPO)
+    assert code == 0 and out.strip().endswith("repaired")
+    assert hook.url == "https://new.example.com/hook/" and hook_id_of(repo) == hook.id
+
+
 def test_registering_after_a_rotation_gives_the_hook_the_new_secret(
     emulator, repo, webhook_settings
 ):

@@ -43,9 +43,9 @@ class HookPermissionMissing(GitHubForbidden):
 
 @dataclass(frozen=True)
 class RegistrationResult:
-    """``created``: there was no hook with our URL. ``repaired``: there was one, but its
-    events, content type or active flag had been changed. ``updated``: it was as expected
-    (its secret was set again all the same)."""
+    """``created``: there was no hook with our URL (nor the one we registered before).
+    ``repaired``: there was, but its events, content type, active flag or URL were not ours.
+    ``updated``: it was as expected (its secret was set again all the same)."""
 
     tracked_repo: TrackedRepository
     action: Literal["created", "repaired", "updated"]
@@ -88,6 +88,10 @@ def webhook_register(
         client = client or client_for_integration(tracked_repo.integration)
         hooks = client.list_repository_hooks(full_name)
         ours = next((h for h in hooks if (h.get("config") or {}).get("url") == url), None)
+        if ours is None and tracked_repo.webhook_id is not None:
+            # The receiver moved (a new --url): the hook we registered before is moved with
+            # it, not left behind to fail every delivery beside a second one.
+            ours = next((h for h in hooks if h.get("id") == tracked_repo.webhook_id), None)
         if ours is None:
             hook = client.create_repository_hook(
                 full_name, url=url, secret=secret, events=WEBHOOK_EVENTS
@@ -97,7 +101,8 @@ def webhook_register(
             hook = client.update_repository_hook(
                 full_name, ours["id"], url=url, secret=secret, events=WEBHOOK_EVENTS
             )
-            action = "updated" if _as_expected(ours) else "repaired"
+            as_before = _as_expected(ours) and (ours.get("config") or {}).get("url") == url
+            action = "updated" if as_before else "repaired"
     except (GitHubForbidden, GitHubNotFound) as error:
         missing = HookPermissionMissing(
             f"cannot manage the hooks of {full_name}: GitHub answered {error.status}; the "
