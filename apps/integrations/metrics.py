@@ -83,8 +83,11 @@ def instruments() -> _Instruments:
     if _instruments is None:
         with _instruments_lock:
             if _instruments is None:
-                from prometheus_client import Counter, Gauge
+                from prometheus_client import Counter, Gauge, disable_created_metrics
 
+                # A "<name>_created" gauge per counter series doubles the output for a
+                # start time Prometheus does not use.
+                disable_created_metrics()
                 _instruments = _Instruments(
                     syncs=Counter(
                         "tformance_syncs",

@@ -31,7 +31,7 @@ class Command(OperatorCommand):
         parser.add_argument(
             "--stale",
             metavar="HOURS",
-            default=str(DEFAULT_STALE_HOURS),
+            default=f"{DEFAULT_STALE_HOURS:g}",
             help=(
                 "a repository is stale when its last successful sync (or, never synced, its "
                 f"tracking) is older than this (default {DEFAULT_STALE_HOURS:g})"
