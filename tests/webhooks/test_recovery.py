@@ -11,7 +11,10 @@ import pytest
 from django.conf import settings
 
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services.webhook_recovery import webhook_deliveries_recover
+from apps.integrations.services.webhook_recovery import (
+    CHECK_INTERVAL,
+    webhook_deliveries_recover,
+)
 from apps.integrations.services.webhook_registration import webhook_register
 from apps.integrations.tasks import QUEUE, recover_webhook_deliveries
 from tests import builders
@@ -47,7 +50,8 @@ def failed_delivery(emulator, count: int = 1) -> None:
 
 
 def recover(emulator):
-    result = webhook_deliveries_recover(now=emulator.now())
+    """One scheduled pass: the schedule's interval after the previous one."""
+    result = webhook_deliveries_recover(now=emulator.advance(CHECK_INTERVAL))
     emulator.webhooks.wait_idle()
     return result
 
@@ -187,6 +191,17 @@ def test_a_rate_limit_skips_the_other_hooks_of_the_same_token(emulator, receiver
     assert len(emulator.requests) == 1
 
 
+def test_a_token_with_many_hooks_has_each_checked_less_often(emulator, receiver, repo):
+    webhook_register(tracked_repo=builders.tracked_repo(emulator, "acme/other"), url=receiver.url)
+    # Two hooks at 12 listings an hour: each is due every 10 minutes, not every 5.
+    passes = [
+        webhook_deliveries_recover(now=emulator.now() + timedelta(minutes=m), listings_per_hour=12)
+        for m in (0, 5, 11)
+    ]
+
+    assert [p.hooks_checked for p in passes] == [2, 0, 2]
+
+
 def test_inactive_repositories_are_not_checked(emulator, repo):
     TrackedRepository.objects.filter(pk=repo.pk).update(is_active=False)
     emulator.clear_requests()
@@ -202,6 +217,9 @@ def test_the_job_enqueues_an_incremental_sync_for_what_could_not_be_recovered(
     failed_delivery(emulator)
     emulator.webhooks.set_deliveries_enabled(False)
     recover(emulator)
+    emulator.webhooks.wait_idle()
+    # Due again: the job's pass runs on the real clock, behind the emulator's.
+    TrackedRepository.objects.filter(pk=repo.pk).update(webhook_checked_at=None)
 
     recover_webhook_deliveries()
 
