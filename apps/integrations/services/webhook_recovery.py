@@ -7,7 +7,8 @@ sample script groups the attempts by GUID and redelivers the GUIDs that have no 
 attempt; this does the same, with two additions:
 
 - Each hook's listing stops at the newest delivery the previous pass examined
-  (``webhook_deliveries_cursor``), so an idle hook costs one request per pass.
+  (``webhook_deliveries_cursor``), so an idle hook costs one request per check; a token
+  with many hooks has each checked less often (``LISTINGS_PER_TOKEN_PER_HOUR``).
 - A GUID is redelivered once. If the listing already shows a redelivery of it that failed
   too, redelivering again would most likely fail the same way: it is counted in
   ``webhook_failed_deliveries`` and the repository gets an incremental sync instead, which
