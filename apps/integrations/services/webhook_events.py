@@ -1,0 +1,282 @@
+"""Applying GitHub webhook deliveries: ``pull_request`` and ``repository`` events.
+
+A delivery is applied, and its ``X-GitHub-Delivery`` GUID recorded, in one transaction: a
+crash in between leaves neither, so GitHub's redelivery (or the recovery job's) applies it
+then; a delivery that was applied is never applied twice. The GUID is recorded last, with
+``INSERT ... ON CONFLICT (guid) DO NOTHING``: a replay inserts nothing and its transaction is
+rolled back, work included. Two workers handed the same GUID at once cannot both apply it
+either: on PostgreSQL the second insert waits on the unique index for the first transaction
+and then inserts nothing; SQLite runs write transactions one at a time.
+
+What each event does (every team that tracks the repository gets it):
+
+- ``pull_request``, every action: the payload's ``pull_request`` is the REST PR object, upserted
+  through ``pull_requests_upsert``, the sync's own write with its rule that an older
+  ``updated_at`` changes nothing (GitHub does not order deliveries). Only repositories that
+  can sync (active, integration connected; ``TrackedRepository.objects.syncable``) are
+  written: an inactive repository is one nobody wants updated, and a disconnected team took
+  back its consent.
+- ``repository`` ``renamed`` / ``transferred``: ``full_name`` becomes the payload's.
+  ``archived`` / ``deleted``: the repository is made inactive with ``inactive_reason``
+  saying why (shown in the admin). ``unarchived``: a repository that ``archived`` made
+  inactive is active again (one an admin deactivated stays as it is); nothing changed while
+  it was archived (GitHub makes it read-only), so the next sync finds its watermark true.
+
+A delivery for a repository nobody tracks (or none can sync) records nothing and creates
+nothing. Webhooks never touch the sync's watermark, checkpoint or status: the sync stays the
+source of truth and repairs anything a lost delivery missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.integrations.models import TrackedRepository, WebhookDelivery
+from apps.integrations.services.pull_requests import PullRequestData, pull_requests_upsert
+
+logger = logging.getLogger(__name__)
+
+# GitHub does not deliver payloads larger than this.
+# https://docs.github.com/en/webhooks/webhook-events-and-payloads#payload-cap
+MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
+
+REASON_ARCHIVED = "archived on GitHub"
+REASON_DELETED = "deleted on GitHub"
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"  # a PR row written for at least one team
+    STALE = "stale"  # every team already holds this PR at least as new
+    RENAMED = "renamed"
+    DEACTIVATED = "deactivated"
+    REACTIVATED = "reactivated"
+    UNCHANGED = "unchanged"  # a repository event that found nothing to change
+    DUPLICATE = "duplicate"  # this GUID was applied before
+    UNTRACKED = "untracked"  # no team tracks (or can sync) the repository
+    IGNORED = "ignored"  # an event or action the product does not use
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery as the receiver got it (signature already checked)."""
+
+    guid: str
+    event: str
+    payload: Mapping[str, Any]
+
+    @property
+    def action(self) -> str:
+        return str(self.payload.get("action") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    outcome: Outcome
+    repositories: int = 0  # tracked-repository rows the delivery was applied to
+
+
+class WebhookPayloadError(ValueError):
+    """A signed payload that lacks what its event needs (names the missing field)."""
+
+
+_REPOSITORY_ACTIONS = frozenset({"renamed", "transferred", "archived", "unarchived", "deleted"})
+
+
+def webhook_event_is_handled(*, event: str, action: str) -> bool:
+    """Whether ``event``/``action`` changes anything here; the rest are acknowledged (202)
+    without a database query."""
+    if event == "pull_request":
+        return True
+    return event == "repository" and action in _REPOSITORY_ACTIONS
+
+
+def webhook_delivery_apply(*, delivery: Delivery) -> DeliveryResult:
+    """Apply ``delivery`` and record its GUID, both or neither.
+
+    Raises ``WebhookPayloadError`` for a payload its event cannot use (nothing is written),
+    and Django's ``DatabaseError`` family when the database fails.
+    """
+    if not webhook_event_is_handled(event=delivery.event, action=delivery.action):
+        return DeliveryResult(Outcome.IGNORED)
+    repo_id = _repository_id(delivery.payload)
+    apply = _pull_request_apply if delivery.event == "pull_request" else _repository_apply
+    prepared = apply(delivery, repo_id)
+    try:
+        with transaction.atomic():
+            result = prepared()
+            if result.outcome is Outcome.UNTRACKED:
+                return result
+            if not _delivery_record(delivery, repo_id=repo_id, outcome=result.outcome):
+                raise _AlreadyApplied
+    except _AlreadyApplied:
+        logger.debug("webhook.duplicate", extra={"guid": delivery.guid})
+        return DeliveryResult(Outcome.DUPLICATE)
+    return result
+
+
+class _AlreadyApplied(Exception):
+    """Rolls back the work of a delivery whose GUID is already recorded."""
+
+
+def _repository_id(payload: Mapping[str, Any]) -> int:
+    try:
+        return int(payload["repository"]["id"])
+    except (KeyError, TypeError, ValueError):
+        raise WebhookPayloadError("the payload has no repository.id") from None
+
+
+def _delivery_record(delivery: Delivery, *, repo_id: int, outcome: Outcome) -> bool:
+    """Insert the GUID unless present; whether it was inserted. No exception on a conflict,
+    so the transaction stays usable on PostgreSQL and the caller decides to roll back."""
+    conn = transaction.get_connection()
+    meta = WebhookDelivery._meta
+    qn = conn.ops.quote_name
+    names = ["guid", "event", "action", "github_repo_id", "outcome", "received_at"]
+    columns = ", ".join(qn(meta.get_field(name).column) for name in names)
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s, %s, %s) "  # noqa: S608
+        f"ON CONFLICT ({qn(meta.get_field('guid').column)}) DO NOTHING"
+    )
+    params = [
+        delivery.guid,
+        delivery.event[:64],
+        delivery.action[:64],
+        repo_id,
+        str(outcome),
+        conn.ops.adapt_datetimefield_value(timezone.now()),
+    ]
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def _pull_request_apply(delivery: Delivery, repo_id: int) -> Callable[[], DeliveryResult]:
+    # Parsed before the transaction: a payload we cannot read never takes a lock.
+    try:
+        pull_request = PullRequestData.from_rest(delivery.payload["pull_request"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise WebhookPayloadError("the payload has no readable pull_request") from None
+
+    def run() -> DeliveryResult:
+        repos = list(
+            TrackedRepository.objects.syncable()
+            .filter(github_repo_id=repo_id)
+            .only("pk", "team_id")
+            .order_by("pk")
+        )
+        if not repos:
+            return DeliveryResult(Outcome.UNTRACKED)
+        written = sum(
+            pull_requests_upsert(tracked_repo=repo, pull_requests=[pull_request]) for repo in repos
+        )
+        _delivered(repo.pk for repo in repos)
+        outcome = Outcome.APPLIED if written else Outcome.STALE
+        logger.debug(
+            "webhook.pull_request",
+            extra={
+                "guid": delivery.guid,
+                "action": delivery.action,
+                "repo_id": repo_id,
+                "number": pull_request.number,
+                "outcome": str(outcome),
+            },
+        )
+        return DeliveryResult(outcome, repositories=len(repos))
+
+    return run
+
+
+def _repository_apply(delivery: Delivery, repo_id: int) -> Callable[[], DeliveryResult]:
+    action = delivery.action
+    full_name = delivery.payload["repository"].get("full_name")
+    if action in {"renamed", "transferred"} and not (
+        isinstance(full_name, str) and "/" in full_name
+    ):
+        raise WebhookPayloadError("the payload has no repository.full_name")
+
+    def run() -> DeliveryResult:
+        rows = TrackedRepository.objects.filter(github_repo_id=repo_id)
+        ids = list(rows.order_by("pk").values_list("pk", flat=True))
+        if not ids:
+            return DeliveryResult(Outcome.UNTRACKED)
+        if action in {"renamed", "transferred"}:
+            changed = _rename(ids, full_name)
+            outcome = Outcome.RENAMED if changed else Outcome.UNCHANGED
+        elif action in {"archived", "deleted"}:
+            reason = REASON_ARCHIVED if action == "archived" else REASON_DELETED
+            # Archiving deactivates only active rows: an admin's deactivation keeps its own
+            # (empty) reason, so unarchiving will not reactivate it. Deletion is final and
+            # says so on every row.
+            targets = rows if action == "deleted" else rows.filter(is_active=True)
+            changed = targets.update(
+                is_active=False, inactive_reason=reason, updated_at=timezone.now()
+            )
+            outcome = Outcome.DEACTIVATED if changed else Outcome.UNCHANGED
+        else:  # unarchived
+            changed = rows.filter(is_active=False, inactive_reason=REASON_ARCHIVED).update(
+                is_active=True, inactive_reason="", updated_at=timezone.now()
+            )
+            outcome = Outcome.REACTIVATED if changed else Outcome.UNCHANGED
+        _delivered(ids)
+        logger.info(
+            "webhook.repository",
+            extra={
+                "guid": delivery.guid,
+                "action": action,
+                "repo_id": repo_id,
+                "full_name": full_name,
+                "rows_changed": changed,
+            },
+        )
+        return DeliveryResult(outcome, repositories=len(ids))
+
+    return run
+
+
+def _rename(ids: list[int], full_name: str) -> int:
+    """Set ``full_name`` on each row; a row whose team already tracks another repository
+    under that name keeps its old one (logged): the unique name per team must hold, and
+    the other row is not ours to change."""
+    changed = 0
+    for pk in ids:
+        try:
+            with transaction.atomic():
+                changed += (
+                    TrackedRepository.objects.filter(pk=pk)
+                    .exclude(full_name=full_name)
+                    .update(full_name=full_name, updated_at=timezone.now())
+                )
+        except IntegrityError:
+            logger.warning(
+                "webhook.rename_conflict", extra={"tracked_repo_id": pk, "full_name": full_name}
+            )
+    return changed
+
+
+def _delivered(ids) -> None:
+    TrackedRepository.objects.filter(pk__in=list(ids)).update(
+        webhook_last_delivery_at=timezone.now()
+    )
+
+
+def webhook_deliveries_prune(*, older_than: datetime, batch_size: int = 5_000) -> int:
+    """Delete delivery records received before ``older_than``, ``batch_size`` at a time (a
+    short write lock each: the receiver keeps writing meanwhile). Returns how many."""
+    deleted = 0
+    while True:
+        batch = list(
+            WebhookDelivery.objects.filter(received_at__lt=older_than)
+            .order_by("received_at")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not batch:
+            return deleted
+        deleted += WebhookDelivery.objects.filter(pk__in=batch).delete()[0]
