@@ -78,7 +78,15 @@ class IntegrationCredentialAdmin(admin.ModelAdmin):
 
 @admin.register(TrackedRepository)
 class TrackedRepositoryAdmin(admin.ModelAdmin):
-    list_display = ["full_name", "team", "is_active", "sync_status", "last_sync_at", "short_error"]
+    list_display = [
+        "full_name",
+        "team",
+        "is_active",
+        "inactive_reason",
+        "sync_status",
+        "last_sync_at",
+        "short_error",
+    ]
     list_filter = ["sync_status", "is_active", "team"]
     search_fields = ["full_name", "team__slug"]
     list_select_related = ["team"]
@@ -87,6 +95,7 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "integration",
         "github_repo_id",
         "full_name",
+        "inactive_reason",
         "webhook_id",
         "sync_status",
         "sync_status_changed_at",
@@ -139,8 +148,13 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         # Syncs write this row (status, watermark, checkpoint, lease) at any time; saving every
         # column would put back what was read at the start of this request and undo a sync's
         # write committed in between.
-        if form.changed_data:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        changed = list(form.changed_data)
+        if "is_active" in changed and obj.is_active and obj.inactive_reason:
+            # Reactivated by hand: the reason it was inactive (archived on GitHub) is past.
+            obj.inactive_reason = ""
+            changed.append("inactive_reason")
+        if changed:
+            obj.save(update_fields=[*changed, "updated_at"])
 
     @admin.display(description="last error")
     def short_error(self, obj: TrackedRepository) -> str:
