@@ -216,6 +216,13 @@ SCHEDULED_TASKS = {
         "schedule": timedelta(minutes=5),
         "expire_seconds": 5 * 60,
     },
+    # Delivery GUIDs past WEBHOOK_DELIVERY_RETENTION_DAYS: hourly, so each run deletes an
+    # hour's worth in short batches.
+    "prune-webhook-deliveries": {
+        "task": "apps.integrations.tasks.prune_webhook_deliveries",
+        "schedule": timedelta(hours=1),
+        "expire_seconds": 60 * 60,
+    },
 }
 
 # GitHub REST base URL: github.com, a GitHub Enterprise Server ".../api/v3", or an emulator.

@@ -29,7 +29,7 @@ from dramatiq.middleware import CurrentMessage
 
 from apps.integrations.broker import UNAVAILABLE, chunks, enqueue_many
 from apps.integrations.models import TrackedRepository
-from apps.integrations.services import rate_limits, sync_outcome, sync_sweep
+from apps.integrations.services import rate_limits, sync_outcome, sync_sweep, webhook_events
 from apps.integrations.services.github_client import (
     GitHubForbidden,
     GitHubNotConnected,
@@ -211,6 +211,16 @@ def sweep_stuck_repositories() -> None:
     status nothing will change any more (``services.sync_sweep``). No retries: the next run
     is minutes away."""
     _enqueue_syncs(sync_sweep.sweep_repositories().to_enqueue)
+
+
+@dramatiq.actor(queue_name=SWEEP_QUEUE, max_retries=0)
+def prune_webhook_deliveries() -> None:
+    """Hourly (``settings.SCHEDULED_TASKS``): forget delivery GUIDs older than
+    ``WEBHOOK_DELIVERY_RETENTION_DAYS``, past any redelivery GitHub still allows. On the
+    sweep's queue, not behind a fan-out; no retries: the next run is an hour away."""
+    cutoff = timezone.now() - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS)
+    deleted = webhook_events.webhook_deliveries_prune(older_than=cutoff)
+    logger.info("webhook.deliveries_pruned", extra={"count": deleted})
 
 
 def _enqueue_syncs(ids: Sequence[int], *, full: bool = False) -> int:
