@@ -172,7 +172,9 @@ def pull_requests_upsert(
             cursor.execute(_upsert_sql(len(batch)), params)
             written += max(cursor.rowcount, 0)
 
-    with transaction.atomic():
+    # No savepoint: a caller inside a transaction (the sync's page, a webhook delivery) wants
+    # all or nothing anyway, and a savepoint costs two more statements per call.
+    with transaction.atomic(savepoint=False):
         batch: list[PullRequestData] = []
         for pr in pull_requests:
             batch.append(pr)

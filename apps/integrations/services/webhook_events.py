@@ -29,7 +29,10 @@ source of truth and repairs anything a lost delivery missed.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,8 +112,10 @@ def webhook_delivery_apply(*, delivery: Delivery) -> DeliveryResult:
     repo_id = _repository_id(delivery.payload)
     apply = _pull_request_apply if delivery.event == "pull_request" else _repository_apply
     prepared = apply(delivery, repo_id)
+    if isinstance(prepared, DeliveryResult):
+        return prepared
     try:
-        with transaction.atomic():
+        with _sqlite_writer(), transaction.atomic():
             result = prepared()
             if result.outcome is Outcome.UNTRACKED:
                 return result
@@ -120,6 +125,19 @@ def webhook_delivery_apply(*, delivery: Delivery) -> DeliveryResult:
         logger.debug("webhook.duplicate", extra={"guid": delivery.guid})
         return DeliveryResult(Outcome.DUPLICATE)
     return result
+
+
+# SQLite has one writer at a time. Threads of one process that meet its lock wait in
+# SQLite's busy handler, which sleeps 1 ms, 2 ms, 5 ms ... up to 100 ms between tries: under
+# a burst of deliveries most of the time went to those sleeps. Queued on a lock of our own,
+# a thread starts the moment the one before it commits.
+_SQLITE_WRITE_LOCK = threading.Lock()
+
+
+def _sqlite_writer() -> contextlib.AbstractContextManager[object]:
+    if transaction.get_connection().vendor == "sqlite":
+        return _SQLITE_WRITE_LOCK
+    return contextlib.nullcontext()
 
 
 class _AlreadyApplied(Exception):
@@ -158,26 +176,26 @@ def _delivery_record(delivery: Delivery, *, repo_id: int, outcome: Outcome) -> b
         return cursor.rowcount == 1
 
 
-def _pull_request_apply(delivery: Delivery, repo_id: int) -> Callable[[], DeliveryResult]:
-    # Parsed before the transaction: a payload we cannot read never takes a lock.
+def _pull_request_apply(
+    delivery: Delivery, repo_id: int
+) -> DeliveryResult | Callable[[], DeliveryResult]:
     try:
         pull_request = PullRequestData.from_rest(delivery.payload["pull_request"])
     except (KeyError, TypeError, ValueError, AttributeError):
         raise WebhookPayloadError("the payload has no readable pull_request") from None
+    # Read before the write transaction, which on SQLite holds the database's one write lock
+    # from its first statement: the receiver's throughput is how briefly it holds it. A
+    # repository untracked in between fails the insert's foreign key: a 500 that GitHub's
+    # redelivery turns into "untracked".
+    repos = _syncable_repositories(repo_id)
+    if not repos:
+        return DeliveryResult(Outcome.UNTRACKED)
 
     def run() -> DeliveryResult:
-        repos = list(
-            TrackedRepository.objects.syncable()
-            .filter(github_repo_id=repo_id)
-            .only("pk", "team_id")
-            .order_by("pk")
-        )
-        if not repos:
-            return DeliveryResult(Outcome.UNTRACKED)
         written = sum(
             pull_requests_upsert(tracked_repo=repo, pull_requests=[pull_request]) for repo in repos
         )
-        _delivered(repo.pk for repo in repos)
+        _delivered([repo.pk for repo in repos])
         outcome = Outcome.APPLIED if written else Outcome.STALE
         logger.debug(
             "webhook.pull_request",
@@ -192,6 +210,36 @@ def _pull_request_apply(delivery: Delivery, repo_id: int) -> Callable[[], Delive
         return DeliveryResult(outcome, repositories=len(repos))
 
     return run
+
+
+_SENTINEL_REPO_ID = -7_700_000_001
+
+
+@functools.cache
+def _syncable_repositories_sql(vendor: str) -> tuple[str, tuple[Any, ...], int]:
+    """``TrackedRepository.objects.syncable()`` for one GitHub id, compiled once per backend
+    (building the query took longer than running it). Returns the SQL, its parameters and
+    the index of the repository id among them."""
+    query = (
+        TrackedRepository.objects.syncable()
+        .filter(github_repo_id=_SENTINEL_REPO_ID)
+        .order_by("pk")
+        .values_list("pk", "team_id")
+        .query
+    )
+    sql, params = query.sql_with_params()
+    return sql, tuple(params), params.index(_SENTINEL_REPO_ID)
+
+
+def _syncable_repositories(repo_id: int) -> list[TrackedRepository]:
+    conn = transaction.get_connection()
+    sql, params, index = _syncable_repositories_sql(conn.vendor)
+    bound = list(params)
+    bound[index] = repo_id
+    with conn.cursor() as cursor:
+        cursor.execute(sql, bound)
+        rows = cursor.fetchall()
+    return [TrackedRepository(pk=pk, team_id=team_id) for pk, team_id in rows]
 
 
 def _repository_apply(delivery: Delivery, repo_id: int) -> Callable[[], DeliveryResult]:
@@ -261,10 +309,16 @@ def _rename(ids: list[int], full_name: str) -> int:
     return changed
 
 
-def _delivered(ids) -> None:
-    TrackedRepository.objects.filter(pk__in=list(ids)).update(
-        webhook_last_delivery_at=timezone.now()
-    )
+def _delivered(ids: list[int]) -> None:
+    conn = transaction.get_connection()
+    meta = TrackedRepository._meta
+    qn = conn.ops.quote_name
+    column = qn(meta.get_field("webhook_last_delivery_at").column)
+    placeholders = ", ".join(["%s"] * len(ids))
+    pk = qn(meta.pk.column)
+    sql = f"UPDATE {qn(meta.db_table)} SET {column} = %s WHERE {pk} IN ({placeholders})"  # noqa: S608
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [conn.ops.adapt_datetimefield_value(timezone.now()), *ids])
 
 
 def webhook_deliveries_prune(*, older_than: datetime, batch_size: int = 5_000) -> int:
