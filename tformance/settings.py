@@ -130,6 +130,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Opening a SQLite connection (Django registers its SQL functions on each) costs about
+    # 1.5 ms, as much as a webhook delivery's own work: `make serve` keeps connections
+    # (gunicorn.conf.py sets 60); other processes close them after each message or command.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "0"))
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A new PostgreSQL connection costs a server process and a few round trips: each worker
     # thread keeps its connection for a while (django-dramatiq closes it between messages
