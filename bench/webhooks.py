@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REPO = "bench/webhooks"
 PULLS = 200
 CLIENTS = 16
+DELIVERIES = 3000
+TARGET_PER_SECOND = 300
 STARTUP_SECONDS = 60
 
 
@@ -230,13 +232,35 @@ def main() -> int:
     """This benchmark alone, on a fresh SQLite database in ``.bench/``."""
     from bench.runtime import fresh_workdir, setup_django
 
-    deliveries = int(os.environ.get("BENCH_WEBHOOK_DELIVERIES", "3000"))
+    deliveries = int(os.environ.get("BENCH_WEBHOOK_DELIVERIES", str(DELIVERIES)))
     workdir = fresh_workdir()
     with GitHubEmulator() as emulator:
         setup_django(github_api_url=emulator.api_url, redis_url="redis://127.0.0.1:1/0")
         figures = receiver_throughput(emulator, deliveries=deliveries, workdir=workdir)
     print(describe(figures))
     return 0
+
+
+def table_rows(number: str, f: ReceiverFigures) -> list[tuple[str, ...]]:
+    """Rows for ``make bench``'s table (no baseline: the original design had no receiver)."""
+    return [
+        (number, f"webhook receiver, {f.deliveries:,} signed deliveries", "deliveries/s",
+         f"{f.per_second:,.0f}", "—", "—"),
+        ("", f"(gunicorn {f.workers} workers × {f.threads} threads, {f.clients} clients)",
+         "answer p50 / p99", f"{f.percentile(0.5) * 1000:,.0f} / "
+         f"{f.percentile(0.99) * 1000:,.0f} ms", "—", "—"),
+        ("", "", "server CPU per delivery", f"{f.cpu_ms_per_delivery:.2f} ms", "—", "—"),
+    ]  # fmt: skip
+
+
+def target_row(f: ReceiverFigures) -> tuple[str, bool, str]:
+    ok = f.per_second >= TARGET_PER_SECOND and set(f.statuses) == {200}
+    return (
+        f"webhook receiver ≥ {TARGET_PER_SECOND} deliveries/s",
+        ok,
+        f"{f.per_second:,.0f}/s, p99 {f.percentile(0.99) * 1000:,.0f} ms, "
+        f"statuses {dict(sorted(f.statuses.items()))}",
+    )
 
 
 def describe(f: ReceiverFigures) -> str:
