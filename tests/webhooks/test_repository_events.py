@@ -127,3 +127,14 @@ def test_admin_shows_why_a_repository_is_inactive(deliver, emulator, repo, admin
     page = admin_client.get("/admin/integrations/trackedrepository/").content.decode()
 
     assert REASON_ARCHIVED in page
+
+
+def test_reactivating_by_hand_in_the_admin_clears_the_reason(deliver, emulator, repo, admin_client):
+    deliver(repository_delivery(emulator, "archived"))
+
+    admin_client.post(
+        f"/admin/integrations/trackedrepository/{repo.pk}/change/", {"is_active": "on"}
+    )
+
+    repo = reload(repo)
+    assert (repo.is_active, repo.inactive_reason) == (True, "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ def test_served_access_log_has_neither_query_string_nor_signature(served, emulat
     )
     log = served.log.read_text()
     assert "access_token" not in log
+    assert SECRET not in log
     assert delivery.headers["X-Hub-Signature-256"].removeprefix("sha256=") not in log
 
 
@@ -123,3 +125,23 @@ def test_receiver_answers_503_while_the_database_is_unreachable(emulator, proces
         status, body = served.post(delivery)
 
     assert status == 503, body
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [({"PORT": "eighty"}, "PORT"), ({"SECRET_KEY": ""}, "SECRET_KEY")],
+    ids=["bad port", "no secret key"],
+)
+def test_serve_with_a_bad_setting_stops_with_one_line(emulator, env, names):
+    result = subprocess.run(
+        SERVE,
+        cwd=processes.ROOT,
+        env=processes.process_env(emulator, **env),
+        capture_output=True,
+        text=True,
+        timeout=processes.DEADLINE,
+    )
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and names in line
