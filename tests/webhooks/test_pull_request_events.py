@@ -235,3 +235,51 @@ def test_same_guid_in_flight_twice_is_applied_once(emulator, repo, secrets):
     assert (answer.status_code, answer.json()) == (200, {"outcome": "duplicate"})
     assert WebhookDelivery.objects.filter(guid=delivery.guid).count() == 1
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 1
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_delivery_during_a_sync_page_write_waits_instead_of_deadlocking(emulator, repo, secrets):
+    from apps.integrations.services.pull_requests import pull_requests_upsert
+    from tests.processes import wait_until
+
+    delivery = pr_delivery(emulator)
+    pull = PullRequestData.from_rest(pull_request_payload(emulator, REPO, 1)["pull_request"])
+    answers = []
+
+    def webhook() -> None:
+        try:
+            answers.append(
+                Client().generic(
+                    "POST", URL, delivery.body, content_type="application/json",
+                    headers={k: v for k, v in delivery.headers.items() if k != "Content-Type"},
+                )
+            )  # fmt: skip
+        finally:
+            connections.close_all()
+
+    def waiting_on_a_lock() -> bool:
+        with connections["default"].cursor() as cursor:
+            # Statistics are a snapshot per transaction unless cleared.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0] > 0
+
+    # Given a sync's page write that has confirmed its lease (a repository row update)
+    with transaction.atomic():
+        TrackedRepository.objects.filter(pk=repo.pk).update(sync_lease_owner="sync")
+        # When a delivery of one of the page's PRs arrives and has to wait
+        thread = threading.Thread(target=webhook)
+        thread.start()
+        wait_until(waiting_on_a_lock, timeout=60, what="the delivery to wait on a lock")
+        # the page's upsert still goes through (a deadlock would fail one of the two)
+        pull_requests_upsert(tracked_repo=repo, pull_requests=[pull])
+    thread.join(timeout=60)
+
+    # Then both commit: the delivery after the page
+    [answer] = answers
+    assert answer.status_code == 200, answer.content
+    assert WebhookDelivery.objects.filter(guid=delivery.guid).exists()

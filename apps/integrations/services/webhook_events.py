@@ -192,10 +192,12 @@ def _pull_request_apply(
         return DeliveryResult(Outcome.UNTRACKED)
 
     def run() -> DeliveryResult:
+        # The repository rows first, then the PR rows: the order a sync's page write takes
+        # them (its lease fence updates the repository row), so the two never deadlock.
+        _delivered([repo.pk for repo in repos])
         written = sum(
             pull_requests_upsert(tracked_repo=repo, pull_requests=[pull_request]) for repo in repos
         )
-        _delivered([repo.pk for repo in repos])
         outcome = Outcome.APPLIED if written else Outcome.STALE
         logger.debug(
             "webhook.pull_request",
