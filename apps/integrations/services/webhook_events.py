@@ -35,7 +35,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -319,16 +319,31 @@ def _rename(ids: list[int], full_name: str) -> int:
     return changed
 
 
+# How stale ``webhook_last_delivery_at`` may be. Writing it on every delivery made every
+# delivery of a repository queue on that repository's row lock (PostgreSQL); written at
+# most once a minute, the row is locked once a minute and deliveries run side by side.
+LAST_DELIVERY_RESOLUTION = timedelta(minutes=1)
+
+
 def _delivered(ids: list[int]) -> None:
+    """Note that a delivery for the repositories ``ids`` was accepted now (to the minute).
+
+    A row whose value is recent is not matched, so not locked: PostgreSQL evaluates the
+    condition on the committed row version and skips it without waiting."""
     conn = transaction.get_connection()
     meta = TrackedRepository._meta
     qn = conn.ops.quote_name
     column = qn(meta.get_field("webhook_last_delivery_at").column)
     placeholders = ", ".join(["%s"] * len(ids))
     pk = qn(meta.pk.column)
-    sql = f"UPDATE {qn(meta.db_table)} SET {column} = %s WHERE {pk} IN ({placeholders})"  # noqa: S608
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET {column} = %s WHERE {pk} IN ({placeholders})"  # noqa: S608
+        f" AND ({column} IS NULL OR {column} < %s)"
+    )
+    now = timezone.now()
+    adapt = conn.ops.adapt_datetimefield_value
     with conn.cursor() as cursor:
-        cursor.execute(sql, [conn.ops.adapt_datetimefield_value(timezone.now()), *ids])
+        cursor.execute(sql, [adapt(now), *ids, adapt(now - LAST_DELIVERY_RESOLUTION)])
 
 
 def webhook_deliveries_prune(*, older_than: datetime, batch_size: int = 5_000) -> int:
