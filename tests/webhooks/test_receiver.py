@@ -85,6 +85,12 @@ def test_body_declared_over_githubs_cap_is_413_without_being_read(deliver):
     assert response.status_code == 413
 
 
+def test_body_without_a_content_length_is_411(deliver):
+    response = deliver(signed(b"{}", event="ping", secret=SECRET), CONTENT_LENGTH="")
+
+    assert response.status_code == 411
+
+
 def test_body_at_githubs_cap_is_read(deliver):
     body = b'{"zen": "' + b"x" * (25 * 1024 * 1024 - 11) + b'"}'
     assert len(body) == 25 * 1024 * 1024
