@@ -7,6 +7,7 @@ or in fakeredis where only the scripts are under test.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import dramatiq
 import fakeredis
 import pytest
 import redis
+from django.core.management import call_command
 
 from apps.integrations.models import PullRequest, TrackedRepository
 from apps.integrations.services import pacing
@@ -328,3 +330,23 @@ def test_with_redis_down_syncs_run_as_before_with_one_warning(
     assert repo.sync_status == "idle" and repo.last_sync_error == ""
     assert PullRequest.objects.filter(tracked_repo=repo).count() == 150
     assert recorded.messages == ["github.rate_budget_unavailable"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_repo_on_a_token_known_dry_exits_tempfail_without_asking_github(
+    emulator, budget_redis
+):
+    builders.tracked_repo(emulator, REPO)
+    reset_at = in_a_while(emulator)
+    emulator.set_rate_limit(builders.TOKEN, remaining=0, reset_at=reset_at)
+    with pytest.raises(GitHubPrimaryRateLimit):
+        client_for_token(builders.TOKEN).get_authenticated_user()  # GitHub says: spent
+    emulator.clear_requests()
+    err = io.StringIO()
+
+    with pytest.raises(SystemExit) as exited:
+        call_command("sync_repo", REPO, stdout=io.StringIO(), stderr=err)
+
+    assert exited.value.code == 75
+    assert f"rate limited until {reset_at:%Y-%m-%dT%H:%M:%SZ}" in err.getvalue()
+    assert emulator.requests == []
