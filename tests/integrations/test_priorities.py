@@ -12,15 +12,16 @@ import dramatiq
 import pytest
 from django.core.management import call_command
 
-from apps.integrations.models import TrackedRepository
+from apps.integrations.models import PullRequest, TrackedRepository
 from apps.integrations.tasks import (
     INTERACTIVE_QUEUE,
     QUEUE,
     enqueue_repository_syncs,
     sync_repository_now,
 )
+from devtools.processes import stop_process as stop
 from tests import builders
-from tests.processes import wait_until
+from tests.processes import DEADLINE, manage, process_env, start_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -163,3 +164,35 @@ def test_sync_repo_enqueue_refuses_flags_only_an_in_process_sync_has(emulator, s
     assert code == 1
     assert err == "error: --enqueue takes --full only (not --days-back or --all-history)\n"
     assert messages_in(stub_broker, INTERACTIVE_QUEUE) == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("process_logs")
+def test_sync_repo_enqueue_is_run_by_a_plain_rundramatiq_worker(
+    emulator, redis_url, days_ago, tmp_path
+):
+    # The interactive queue needs no -Q: a worker started as in production consumes it
+    emulator.generate_pulls(REPO, 20, start=days_ago(5), step=timedelta(hours=3))
+    repo = builders.tracked_repo(emulator, REPO)
+    env = process_env(emulator, REDIS_URL=redis_url)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    try:
+        sent = manage(emulator, "sync_repo", REPO, "--enqueue", REDIS_URL=redis_url)
+        assert (sent.returncode, sent.stderr) == (0, "")
+
+        wait_until(
+            lambda: (
+                TrackedRepository.objects.filter(pk=repo.pk, last_sync_at__isnull=False)
+                .exclude(sync_status="syncing")
+                .exists()
+            ),
+            timeout=DEADLINE,
+            what="the interactive sync",
+            log=log,
+        )
+    finally:
+        stop(worker)
+
+    assert status_of(repo) == "idle"
+    assert PullRequest.objects.filter(tracked_repo=repo).count() == 20
