@@ -368,14 +368,11 @@ class GitHubClient:
         limit = _int_header(headers, "x-ratelimit-limit")
         remaining = _int_header(headers, "x-ratelimit-remaining")
         reset = _int_header(headers, "x-ratelimit-reset")
-        if self.budget is not None and None not in (limit, remaining, reset):
-            self.budget.record(
-                resource,
-                limit=limit,  # type: ignore[arg-type]
-                remaining=remaining,  # type: ignore[arg-type]
-                reset=reset,  # type: ignore[arg-type]
-                charged=status != 304,
-            )
+        if self.budget is None or limit is None or remaining is None or reset is None:
+            return resource
+        self.budget.record(
+            resource, limit=limit, remaining=remaining, reset=reset, charged=status != 304
+        )
         return resource
 
     def _scoped(self, error: GitHubError, resource: str, headers: dict[str, str]) -> GitHubError:
