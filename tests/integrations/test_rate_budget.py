@@ -19,7 +19,7 @@ import redis
 from django.core.management import call_command
 
 from apps.integrations.models import PullRequest, TrackedRepository
-from apps.integrations.services import pacing
+from apps.integrations.services import pacing, rate_budget
 from apps.integrations.services.github_client import (
     GitHubBudgetExhausted,
     GitHubPrimaryRateLimit,
@@ -202,6 +202,68 @@ def test_concurrent_workers_on_one_token_never_take_more_than_is_left(
         thread.join()
 
     assert granted.count(True) == 40
+
+
+def test_workers_meeting_a_dry_token_first_cost_one_refused_request_between_them(
+    emulator, budget_redis
+):
+    # Given a token GitHub knows is spent and the budget has not heard of yet
+    emulator.add_repo(REPO)
+    emulator.set_rate_limit(builders.TOKEN, remaining=0, reset_at=in_a_while(emulator))
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            client_for_token(builders.TOKEN, keep_reserve=True).get_repository(REPO)
+            outcome = "served"
+        except GitHubBudgetExhausted:
+            outcome = "refused here"
+        except GitHubPrimaryRateLimit:
+            outcome = "refused by GitHub"
+        with lock:
+            outcomes.append(outcome)
+
+    # When four workers send their first request at once
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then one asked GitHub, and the others learnt from its answer
+    assert sorted(outcomes) == ["refused by GitHub"] + ["refused here"] * 3
+    assert len(emulator.requests) == 1
+
+
+def test_a_token_whose_answers_carry_no_rate_limit_headers_is_not_waited_for(monkeypatch):
+    budget = RateBudget(builders.TOKEN, reserve=0.1, client=fakeredis.FakeRedis())
+    assert budget.take("core") is None  # the first request finds out what the window holds
+
+    budget.record_unmetered("core")  # its answer had no X-RateLimit headers
+
+    # Then the next requests go at once instead of waiting for a window nobody will report
+    def no_waiting(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s for a probe")
+
+    monkeypatch.setattr(rate_budget.time, "sleep", no_waiting)
+    assert [budget.take("core"), budget.take("core")] == [None, None]
+
+
+def test_while_a_window_is_unknown_a_second_request_waits_for_the_first_ones_answer(
+    monkeypatch,
+):
+    budget = RateBudget(builders.TOKEN, reserve=0, client=fakeredis.FakeRedis())
+    reset = int(datetime.now(UTC).timestamp()) + 1800
+    assert budget.take("core") is None  # the first request goes
+
+    def answer_arrives(seconds: float) -> None:
+        budget.record("core", limit=5000, remaining=0, reset=reset)
+
+    monkeypatch.setattr(rate_budget.time, "sleep", answer_arrives)
+    refusal = budget.take("core")
+
+    assert refusal is not None and refusal.remaining == 0
 
 
 # -- deferring -------------------------------------------------------------------------------

@@ -368,7 +368,10 @@ class GitHubClient:
         limit = _int_header(headers, "x-ratelimit-limit")
         remaining = _int_header(headers, "x-ratelimit-remaining")
         reset = _int_header(headers, "x-ratelimit-reset")
-        if self.budget is None or limit is None or remaining is None or reset is None:
+        if self.budget is None:
+            return resource
+        if limit is None or remaining is None or reset is None:
+            self.budget.record_unmetered(resource)
             return resource
         self.budget.record(
             resource, limit=limit, remaining=remaining, reset=reset, charged=status != 304

@@ -13,7 +13,11 @@ it is kept here, per token and resource, and every request first takes one unit 
   limit untouched for an operator's "sync now" and webhooks; interactive ones may spend it
   all.
 - Taking is atomic (a Lua script): concurrent workers on one token cannot all see "5 left"
-  and all go.
+  and all go. While a window is unknown (never seen, or its reset has passed) one request
+  goes first and the others wait for its answer (at most ``PROBE_WAIT_SECONDS``, then they
+  go too): a token that is already dry costs one refused request, not one per worker. A
+  token whose answers carry no rate-limit headers (a GitHub Enterprise Server with limits
+  off) is marked so and not waited for.
 - Answers may arrive out of order: within one reset the lower remaining wins (GitHub's own
   count only goes down within a window), an answer for an older reset is ignored, a later
   reset replaces the window. A 304 (which GitHub does not charge) gives its unit back.
@@ -51,14 +55,26 @@ KEY_PREFIX = "tformance:budget:"
 # are all refused before it, so the counter is done with once it passes.
 TICKETS_TTL_AFTER_RESET = 3600
 
-# KEYS[1]: the budget hash; ARGV: now (epoch s), the reserve fraction. Returns {1} (go) or
-# {0, limit, remaining, reset}. An unknown or past window lets the request go without
-# counting it: its answer will say what the new window holds.
+# A request sent while the window is unknown holds the probe this long at most (an answer
+# releases it); the others wait this long at most before going anyway.
+PROBE_TTL_MS = 5_000
+PROBE_WAIT_SECONDS = 5.0
+PROBE_POLL_SECONDS = 0.05
+# How long a budget whose answers carried no rate-limit headers is taken for unlimited.
+UNLIMITED_TTL_SECONDS = 3600
+
+# KEYS: the budget hash, its probe key; ARGV: now (epoch s), the reserve fraction, the probe
+# TTL (ms). Returns {1} (go), {2} (another request is finding out what the window holds:
+# wait) or {0, limit, remaining, reset} (refused). An unknown or past window lets one request
+# go without counting it: its answer says what the new window holds.
 _TAKE = """
-local state = redis.call('HMGET', KEYS[1], 'limit', 'remaining', 'reset')
+local state = redis.call('HMGET', KEYS[1], 'limit', 'remaining', 'reset', 'unlimited')
 local limit, remaining, reset = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
 if not (limit and remaining and reset) or reset <= tonumber(ARGV[1]) then
-  return {1}
+  if state[4] or redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then
+    return {1}
+  end
+  return {2}
 end
 local floor = math.ceil(limit * tonumber(ARGV[2]) - 1e-9)
 if remaining - 1 < floor then
@@ -68,9 +84,11 @@ redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 return {1}
 """
 
-# KEYS[1]: the budget hash; ARGV: limit, remaining, reset (epoch s), refund (1 for an answer
-# GitHub did not charge). Returns 1 if recorded, 0 for an answer from an older window.
+# KEYS: the budget hash, its probe key; ARGV: limit, remaining, reset (epoch s), refund (1
+# for an answer GitHub did not charge). Returns 1 if recorded, 0 for an answer from an older
+# window.
 _RECORD = """
+redis.call('DEL', KEYS[2])
 local limit, remaining, reset = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'remaining', 'reset')
 local stored_remaining, stored_reset = tonumber(state[1]), tonumber(state[2])
@@ -83,7 +101,19 @@ if stored_remaining and stored_reset then
   end
 end
 redis.call('HSET', KEYS[1], 'limit', limit, 'remaining', remaining, 'reset', reset)
+redis.call('HDEL', KEYS[1], 'unlimited')
 redis.call('EXPIREAT', KEYS[1], reset + 60)
+return 1
+"""
+
+# KEYS: the budget hash, its probe key; ARGV: how long to take it for unlimited (s). An
+# answer without rate-limit headers: nobody waits for a probe of this budget meanwhile.
+_UNMETERED = """
+redis.call('DEL', KEYS[2])
+if redis.call('HEXISTS', KEYS[1], 'reset') == 0 then
+  redis.call('HSET', KEYS[1], 'unlimited', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
 return 1
 """
 
@@ -139,9 +169,13 @@ class RateBudget:
         self._client = client
         self._take = client.register_script(_TAKE) if client is not None else None
         self._record = client.register_script(_RECORD) if client is not None else None
+        self._unmetered = client.register_script(_UNMETERED) if client is not None else None
 
     def key(self, resource: str) -> str:
         return f"{KEY_PREFIX}{self.digest}:{resource}"
+
+    def keys(self, resource: str) -> list[str]:
+        return [self.key(resource), f"{self.key(resource)}:probe"]
 
     def scope(self, resource: str, limit: int | None) -> BudgetScope:
         return BudgetScope(token_digest=self.digest, resource=resource, limit=limit)
@@ -149,13 +183,22 @@ class RateBudget:
     def take(self, resource: str) -> Refusal | None:
         """Take one unit of ``resource`` for a request about to be sent; a ``Refusal`` when
         the budget is known to be spent down to this client's floor."""
-        if self._take is None:
-            return None
-        try:
-            answer = self._take(keys=[self.key(resource)], args=[time.time(), self.reserve])
-        except redis.RedisError as exc:
-            self._unavailable(exc)
-            return None
+        deadline = time.monotonic() + PROBE_WAIT_SECONDS
+        while True:
+            if self._take is None:
+                return None
+            try:
+                answer = self._take(
+                    keys=self.keys(resource), args=[time.time(), self.reserve, PROBE_TTL_MS]
+                )
+            except redis.RedisError as exc:
+                self._unavailable(exc)
+                return None
+            if int(answer[0]) != 2:
+                break
+            if time.monotonic() > deadline:
+                return None  # the probe's answer is late: GitHub's answers decide
+            time.sleep(PROBE_POLL_SECONDS)
         if int(answer[0]) == 1:
             return None
         limit, remaining, reset = (int(value) for value in answer[1:4])
@@ -176,15 +219,25 @@ class RateBudget:
             return
         try:
             self._record(
-                keys=[self.key(resource)], args=[limit, remaining, reset, 0 if charged else 1]
+                keys=self.keys(resource), args=[limit, remaining, reset, 0 if charged else 1]
             )
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+
+    def record_unmetered(self, resource: str) -> None:
+        """An answer for ``resource`` without rate-limit headers: do not hold other requests
+        back to learn a window it will not tell."""
+        if self._unmetered is None:
+            return
+        try:
+            self._unmetered(keys=self.keys(resource), args=[UNLIMITED_TTL_SECONDS])
         except redis.RedisError as exc:
             self._unavailable(exc)
 
     def _unavailable(self, exc: redis.RedisError) -> None:
         # Once per client: a sync then runs as it did before budgets, GitHub's answers decide.
         logger.warning("github.rate_budget_unavailable", extra={"error": type(exc).__name__})
-        self._take = self._record = self._client = None
+        self._take = self._record = self._unmetered = self._client = None
 
 
 def budget_for_token(token: str, *, keep_reserve: bool) -> RateBudget:
