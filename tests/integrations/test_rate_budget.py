@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +36,8 @@ from apps.integrations.tasks import (
 )
 from tests import builders
 from tests.builders import connected_team
+from tests.processes import ROOT
+from tformance.test_settings import TEST_ENCRYPTION_KEYS
 
 REPO = "acme/widgets"
 WINDOW = timedelta(hours=1)
@@ -412,3 +416,35 @@ def test_sync_repo_on_a_token_known_dry_exits_tempfail_without_asking_github(
     assert exited.value.code == 75
     assert f"rate limited until {reset_at:%Y-%m-%dT%H:%M:%SZ}" in err.getvalue()
     assert emulator.requests == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GITHUB_RATE_RESERVE_FRACTION", "ten percent"),
+        ("GITHUB_RATE_RESERVE_FRACTION", "1"),
+        ("GITHUB_RATE_COST_PER_SYNC", "0"),
+    ],
+)
+def test_a_bad_budget_setting_stops_start_up_with_one_line(name, value):
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SECRET_KEY": "test",
+        "FIELD_ENCRYPTION_KEY": TEST_ENCRYPTION_KEYS[0],
+        name: value,
+    }
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {name} must be")
+    assert len(result.stderr.splitlines()) == 1
