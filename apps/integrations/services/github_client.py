@@ -312,6 +312,16 @@ class GitHubClient:
         requester = self.github.requester
         resource = "graphql" if path == requester.graphql_url else "core"
         if self.budget is not None and (refusal := self.budget.take(resource)) is not None:
+            logger.debug(
+                "github.budget_refused",
+                extra={
+                    "resource": refusal.resource,
+                    "remaining": refusal.remaining,
+                    "limit": refusal.limit,
+                    "reset_at": refusal.reset_at.isoformat(),
+                    "reserve": self.budget.reserve,
+                },
+            )
             raise GitHubBudgetExhausted(
                 f"rate budget of this token ({refusal.resource}) is down to "
                 f"{refusal.remaining} of {refusal.limit}, not spent further until the reset",
