@@ -126,7 +126,8 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
 
         selected = list(queryset.values_list("pk", flat=True))
         try:
-            count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full)
+            # An operator is waiting: ahead of the daily fan-out, and allowed the reserve.
+            count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full, interactive=True)
         except EnqueueFailed as failure:
             self.message_user(request, _queue_down_message(failure), messages.ERROR)
             return
