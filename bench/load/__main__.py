@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.load.config import ConfigError, LoadConfig, LoadError
-from bench.runtime import ROOT, BenchSetupError, fresh_workdir, setup_django
+from bench.runtime import ROOT, WORKDIR, BenchSetupError, setup_django
 from devtools.github_emulator import GitHubEmulator
 from devtools.localpostgres import LocalPostgresError, start_postgres_server
 from devtools.localredis import LocalRedisError, start_redis_server
@@ -45,6 +45,21 @@ def _wait_for_workers(workers: subprocess.Popen, log: Path, processes: int) -> N
         time.sleep(0.2)
 
 
+def _workdir() -> Path:
+    """Where the logs go: ``LOAD_WORKDIR``, else ``.bench/load/`` (ignored by git)."""
+    custom = os.environ.get("LOAD_WORKDIR", "").strip()
+    if custom:
+        path = Path(custom)
+    else:
+        WORKDIR.mkdir(exist_ok=True)
+        (WORKDIR / ".gitignore").write_text("*\n")
+        path = WORKDIR / "load"
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.log"):
+        old.unlink()
+    return path
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -56,10 +71,7 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
-    logs = fresh_workdir() / "load"
-    logs.mkdir(exist_ok=True)
-    for old in logs.glob("*.log"):
-        old.unlink()
+    logs = _workdir()
     started: list[subprocess.Popen] = []  # stopped in reverse order
     postgres = redis_server = None
     emu = GitHubEmulator(
