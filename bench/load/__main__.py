@@ -117,6 +117,7 @@ def main() -> int:
         first = runner.run_round(
             "round 1",
             [
+                rounds.Injection(0.2, runner.drain_dry_tokens),
                 rounds.Injection(0.3, runner.revoke),
                 rounds.Injection(0.5, runner.sync_now),
             ],

@@ -33,7 +33,7 @@ class Fleet:
     teams: list[FleetTeam]
     repo_team: dict[int, str]  # tracked repository id -> team slug
     repo_names: dict[int, str]  # tracked repository id -> full name
-    dry: list[str]  # team slugs whose token has a small budget
+    dry: list[str]  # team slugs whose token runs dry in round 1
     revoked: str  # the team slug whose token is revoked in round 1
     pulls: int
     issues: int
@@ -57,12 +57,6 @@ def _sizes(rng: random.Random, count: int) -> list[int]:
     for index in rng.sample(range(count), max(1, count // LARGE_SHARE)):
         sizes[index] = rng.randint(2_000, 4_000)
     return sizes
-
-
-def first_sync_requests(items: int) -> int:
-    """About the REST requests a first sync of ``items`` issues and PRs makes: a listing page
-    per 100 items and the page the next sync's ETag comes from."""
-    return -(-items // 100) + 1
 
 
 def _seed_repository(emu: GitHubEmulator, full_name: str, pulls: int, rng: random.Random) -> int:
@@ -96,14 +90,9 @@ def build(emu: GitHubEmulator, config: LoadConfig) -> Fleet:
     ]
     dry = [team.slug for team in teams[: config.dry_tokens]]
     revoked = teams[config.dry_tokens].slug
-    need = [0] * config.teams
-    for index, pulls in enumerate(sizes):
-        need[index % config.teams] += first_sync_requests(pulls + pulls // 5)
-    for k, team in enumerate(teams):
-        # A dry token's window holds about half of what its team's first sync needs: it
-        # runs out mid-round and the rest waits for the next window.
-        limit = max(10, need[k] // 2) if team.slug in dry else 1_000_000
-        emu.add_token(team.token, login=f"{team.slug}-bot", rate_limit=limit)
+    for team in teams:
+        # Plenty per window: the dry tokens run out when the run drains them mid-round.
+        emu.add_token(team.token, login=f"{team.slug}-bot", rate_limit=1_000_000)
     names: list[tuple[FleetTeam, str, int]] = []
     issues = 0
     large = []

@@ -129,7 +129,8 @@ def scale(results: list[RoundResult], config: LoadConfig, sizes: Sizes, total: i
         f" changed; 304s are free): one token covers ~{per_token:,.0f} repositories a day",
         f"- a first sync costs {first_rest / total:.2f} REST requests and "
         f"{first.tally.by_kind['graphql'] / total:.2f} GraphQL points per repository (round 1, "
-        f"{prs_per_repo:,.0f} PRs per repository on average)",
+        f"{prs_per_repo:,.0f} PRs per repository on average): one token onboards "
+        f"~{GITHUB_REST_PER_HOUR / max(first_rest / total, 0.01):,.0f} such repositories an hour",
         f"- one worker thread: {thread_seconds:.2f} thread-seconds per repository per daily "
         f"round ({how}): ~{per_thread:,.0f} repositories a day",
         f"- Redis: {daily.redis_peak_bytes / MIB:,.1f} MiB peak during the daily fan-out of "
@@ -146,8 +147,8 @@ def scale(results: list[RoundResult], config: LoadConfig, sizes: Sizes, total: i
     factor = TARGET_REPOS / total
     threads_for_an_hour = TARGET_REPOS * thread_seconds / 3_600
     lines += [
-        f"- {TARGET_REPOS:,} repositories: ≥ {math.ceil(TARGET_REPOS / per_token):,} tokens' "
-        f"worth of daily budget (each team brings its own); ~{math.ceil(threads_for_an_hour):,} "
+        f"- {TARGET_REPOS:,} repositories: {TARGET_REPOS / per_token:,.2f} tokens' worth of "
+        f"daily budget (each team brings its own token); ~{math.ceil(threads_for_an_hour):,} "
         f"worker threads to finish the daily round within an hour; Redis "
         f"~{daily.redis_growth_bytes * factor / MIB:,.0f} MiB above its baseline at the "
         f"fan-out's peak; "
@@ -195,13 +196,16 @@ def render(
         sync_now = first.sync_now
         ends = first.seconds - max((sync_now.sent_at - first.started_at).total_seconds(), 0)
         out.append(
-            f'- "sync now": sent when {sync_now.fleet_done_at_send:,}/{total:,} were done; '
-            f"the fan-out needed {_secs(ends)} more to finish; "
+            f'- "sync now": sent when {sync_now.fleet_done_at_send:,}/{total:,} were done, '
+            f"{len(sync_now.ids)} repositories from the back of the fan-out; it overtook "
+            f"{sync_now.finished_after:,} of the {len(sync_now.waiting_ids):,} fan-out "
+            f"repositories still waiting (they finished after its last one); the fan-out "
+            f"needed {_secs(ends)} more; "
             + ("interactive queue" if sync_now.interactive else "ordinary queue (no interactive"
                " keyword on enqueue_repository_syncs yet)")
         )  # fmt: skip
     out.append(
-        f"- dry tokens (about a third of a first sync per window): {', '.join(fleet.dry)}; "
+        f"- dry tokens (REST budget drained for a window mid-round): {', '.join(fleet.dry)}; "
         f"revoked: {revoked.slug}, whose {len(revoked.repo_ids)} repositories end `error` with "
         "the integration disconnected: counted as done, and EXCLUDED from the check"
     )

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -75,6 +75,8 @@ class SyncNow:
     sent_at: datetime
     fleet_done_at_send: int
     latencies: dict[int, float] = field(default_factory=dict)  # first sync after the send
+    waiting_ids: list[int] = field(default_factory=list)  # the fan-out's, not synced yet
+    finished_after: int = 0  # of those, how many finished after the last "sync now" one
 
 
 @dataclass
@@ -219,6 +221,8 @@ class Runner:
                 )
             time.sleep(POLL_SECONDS)
         seconds = time.monotonic() - started
+        if sync_now is not None:
+            sync_now.finished_after = self._finished_after(sync_now)
         self._pending_sync_now = None
         busy_after = worker_busy_seconds([])
         records = self.emu.requests
@@ -281,6 +285,17 @@ class Runner:
 
     # ------------------------------------------------------------------ injections
 
+    def drain_dry_tokens(self, done: int) -> str:
+        """The dry tokens' REST budget is gone (another app of the team spent it) until a
+        full window from now."""
+        reset_at = self.emu.now() + timedelta(seconds=self.config.rate_window_seconds)
+        for slug in self.fleet.dry:
+            self.emu.set_rate_limit(self.fleet.team(slug).token, remaining=0, reset_at=reset_at)
+        return (
+            f"the tokens of {', '.join(self.fleet.dry)} ran dry for "
+            f"{self.config.rate_window_seconds} s"
+        )
+
     def revoke(self, done: int) -> str:
         team = self.fleet.team(self.fleet.revoked)
         self.emu.revoke_token(team.token)
@@ -295,13 +310,33 @@ class Runner:
             .order_by("-pk")
             .values_list("pk", flat=True)[: self.config.sync_now_repos]
         )
+        waiting = list(
+            TrackedRepository.objects.filter(last_sync_at__isnull=True)
+            .exclude(pk__in=ids)
+            .exclude(team__slug=self.fleet.revoked)
+            .values_list("pk", flat=True)
+        )
         sent_at = timezone.now()
         interactive = enqueue_interactive_syncs(ids)
         self._pending_sync_now = SyncNow(
-            ids=ids, interactive=interactive, sent_at=sent_at, fleet_done_at_send=done
+            ids=ids,
+            interactive=interactive,
+            sent_at=sent_at,
+            fleet_done_at_send=done,
+            waiting_ids=waiting,
         )
         queue = "interactive queue" if interactive else "ordinary queue (no interactive yet)"
         return f'"sync now" on {len(ids)} repositories not synced yet, via the {queue}'
+
+    def _finished_after(self, sync_now: SyncNow) -> int:
+        """Fan-out repositories waiting when "sync now" was sent that finished after the
+        last "sync now" repository: the ones it overtook."""
+        if not sync_now.latencies:
+            return 0
+        last = sync_now.sent_at + timedelta(seconds=max(sync_now.latencies.values()))
+        return TrackedRepository.objects.filter(
+            pk__in=sync_now.waiting_ids, last_sync_at__gt=last
+        ).count()
 
     def _note_sync_now(self, sync_now: SyncNow) -> None:
         waiting = [pk for pk in sync_now.ids if pk not in sync_now.latencies]
