@@ -71,6 +71,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Also when started in the background by a shell, which ignores SIGINT for it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logs = _workdir()
     started: list[subprocess.Popen] = []  # stopped in reverse order
     postgres = redis_server = None

@@ -310,6 +310,8 @@ class Runner:
             .order_by("-pk")
             .values_list("pk", flat=True)[: self.config.sync_now_repos]
         )
+        if not ids:
+            return '"sync now" skipped: no repository outside the dry and revoked teams waits'
         waiting = list(
             TrackedRepository.objects.filter(last_sync_at__isnull=True)
             .exclude(pk__in=ids)
