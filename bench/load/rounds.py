@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -174,14 +174,16 @@ class Runner:
         self.token_team = {team.token: team.slug for team in fleet.teams}
         self.total = len(fleet.repo_team)
         self._pending_sync_now: SyncNow | None = None  # sent by an injection this round
+        # TODO(merge): the worker processes' metrics exporters, once the obs branch lands.
+        self.exporter_urls: list[str] = []
 
     # ------------------------------------------------------------------ one round
 
-    def run_round(self, name: str, injections: list[Injection] = ()) -> RoundResult:
+    def run_round(self, name: str, injections: Sequence[Injection] = ()) -> RoundResult:
         self.emu.clear_requests()
         redis_before = int(self.redis.info("memory")["used_memory"])
         redis_peak = redis_before
-        busy_before = worker_busy_seconds([])
+        busy_before = worker_busy_seconds(self.exporter_urls)
         say(f"{name}: fan-out (manage.py sync_all)")
         started_at = timezone.now()
         started = time.monotonic()
@@ -224,7 +226,7 @@ class Runner:
         if sync_now is not None:
             sync_now.finished_after = self._finished_after(sync_now)
         self._pending_sync_now = None
-        busy_after = worker_busy_seconds([])
+        busy_after = worker_busy_seconds(self.exporter_urls)
         records = self.emu.requests
         self.emu.clear_requests()
         say(f"{name}: done in {seconds:,.1f} s; checking every repository against the emulator")
