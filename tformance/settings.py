@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from cryptography.fernet import Fernet
 
+from apps.integrations.logs import LOG_FORMATS, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -176,6 +178,9 @@ DRAMATIQ_BROKER = {
         "maintenance_chance": int(os.environ.get("DRAMATIQ_MAINTENANCE_CHANCE", "1000")),
     },
     "MIDDLEWARE": [
+        # Dramatiq's Prometheus middleware, when WORKER_METRICS is on (first: its timing
+        # after-hook runs last, around every other middleware).
+        "apps.integrations.metrics.WorkerMetrics",
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.ShutdownNotifications",
@@ -187,6 +192,13 @@ DRAMATIQ_BROKER = {
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+# Worker processes export Dramatiq's and the sync's metrics for Prometheus, one exporter per
+# worker group on dramatiq_prom_host:dramatiq_prom_port (Dramatiq's own variables, 0.0.0.0:9191)
+# from the files in dramatiq_prom_db. Off by default: the port is the operator's to give.
+WORKER_METRICS = _env_bool("WORKER_METRICS", default=False)
+# GET /metrics (fleet state and the web process's own metrics): with a token set, only for
+# "Authorization: Bearer <METRICS_TOKEN>". Empty: open to whoever reaches the web process.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
 
 # One sync per repository: a sync holds a lease on its repository row, renewed as it works.
 # A worker killed mid-sync frees it when the lease runs out.
@@ -251,27 +263,8 @@ GITHUB_WEBHOOK_SECRETS = [
 # How long delivery GUIDs are kept to recognise a redelivery: GitHub redelivers for 3 days.
 WEBHOOK_DELIVERY_RETENTION_DAYS = int(os.environ.get("WEBHOOK_DELIVERY_RETENTION_DAYS", "7"))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {
-            "()": "apps.integrations.logs.KeyValueFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        },
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-    },
-    "loggers": {
-        # PyGithub attaches its own INFO handler on import; route it through ours instead.
-        "github": {"handlers": ["console"], "level": "WARNING", "propagate": False},
-        # No propagation: dramatiq's CLI puts its own handler on the root logger, and every
-        # line would be printed twice.
-        "apps": {
-            "handlers": ["console"],
-            "level": os.environ.get("LOG_LEVEL", "INFO"),
-            "propagate": False,
-        },
-    },
-}
+# Log lines: "text" for people (default), "json" for a log pipeline (one object per line).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "text"
+if LOG_FORMAT not in LOG_FORMATS:
+    sys.exit("error: LOG_FORMAT must be 'text' or 'json'")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from apps.integrations import metrics
 from apps.integrations.services.pacing import TokenPacer, pacer_for_token
 
 if TYPE_CHECKING:
@@ -274,6 +275,7 @@ class GitHubClient:
 
     # -- transport ----------------------------------------------------------------------------
 
+    @metrics.observes_github_requests
     def request(
         self,
         method: str,

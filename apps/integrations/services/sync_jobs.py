@@ -24,6 +24,7 @@ from typing import Literal
 
 from django.db import transaction
 
+from apps.integrations import metrics
 from apps.integrations.models import TrackedRepository
 from apps.integrations.services import sync_outcome
 from apps.integrations.services.github_sync import (
@@ -73,6 +74,7 @@ def syncable_repository(tracked_repo_id: int) -> tuple[TrackedRepository | None,
     return None, "inactive" if not is_active else "disconnected"
 
 
+@metrics.counts_sync_outcomes
 def repository_sync_job(
     *,
     tracked_repo_id: int,
