@@ -23,7 +23,7 @@ from bench.runtime import ROOT, WORKDIR, BenchSetupError, setup_django
 from devtools.github_emulator import GitHubEmulator
 from devtools.localpostgres import LocalPostgresError, start_postgres_server
 from devtools.localredis import LocalRedisError, start_redis_server
-from devtools.processes import stop_process
+from devtools.processes import free_port, stop_process
 
 WORKER_READY = "ready for action"
 START_DEADLINE = 120  # seconds for the workers to boot on a loaded 2-core machine
@@ -96,11 +96,22 @@ def main() -> int:
         rounds.say(f"seeding {config.repos:,} repositories over {config.teams} teams")
         fleet = fleet_module.build(emu, config)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # One worker group, so one exporter (its own port and directory): worker-thread
+        # utilisation is its message-duration sum over the group's capacity.
+        metrics_port = free_port()
+        metrics_db = logs / "worker-metrics"
+        metrics_db.mkdir(exist_ok=True)
         workers_log = logs / "workers.log"
         workers = _start(
             [sys.executable, "manage.py", "rundramatiq"]
             + ["--processes", str(config.workers), "--threads", str(config.threads)],
-            env,
+            {
+                **env,
+                "WORKER_METRICS": "true",
+                "dramatiq_prom_host": "127.0.0.1",
+                "dramatiq_prom_port": str(metrics_port),
+                "dramatiq_prom_db": str(metrics_db),
+            },
             workers_log,
         )
         started.append(workers)
@@ -115,6 +126,7 @@ def main() -> int:
             env=env,
             workers=workers,
             logs=logs,
+            exporter_urls=[f"http://127.0.0.1:{metrics_port}/metrics"],
         )
         first = runner.run_round(
             "round 1",

@@ -10,6 +10,7 @@ import inspect
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import redis
 from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from apps.integrations import tasks
 from apps.integrations.models import PullRequest, TrackedRepository
@@ -41,15 +43,26 @@ def say(message: str) -> None:
 
 
 def worker_busy_seconds(exporter_urls: list[str]) -> float | None:
-    """Seconds the worker threads spent processing messages so far, summed over the worker
-    processes: Dramatiq's Prometheus middleware exports it per process as
-    ``dramatiq_message_duration_milliseconds_sum``. None while the workers export no
-    metrics (then utilisation prints "n/a").
-
-    TODO(merge): read each worker process's exporter once the obs branch lands (it says how
-    two worker processes get distinct ports).
-    """
-    return None
+    """Seconds the worker threads have spent processing messages, summed over the worker
+    groups: each group's exporter (``WORKER_METRICS``) sums its processes'
+    ``dramatiq_message_duration_milliseconds_sum`` over actors and queues. None when there
+    is no exporter or one does not answer (then utilisation prints "n/a")."""
+    if not exporter_urls:
+        return None
+    milliseconds = 0.0
+    for url in exporter_urls:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - our loopback
+                text = answer.read().decode()
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            milliseconds += sum(
+                sample.value
+                for sample in family.samples
+                if sample.name == "dramatiq_message_duration_milliseconds_sum"
+            )
+    return milliseconds / 1000
 
 
 def enqueue_interactive_syncs(ids: list[int]) -> bool:
@@ -162,6 +175,7 @@ class Runner:
         env: dict[str, str],
         workers: subprocess.Popen,
         logs: Path,
+        exporter_urls: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.emu = emu
@@ -174,8 +188,7 @@ class Runner:
         self.token_team = {team.token: team.slug for team in fleet.teams}
         self.total = len(fleet.repo_team)
         self._pending_sync_now: SyncNow | None = None  # sent by an injection this round
-        # TODO(merge): the worker processes' metrics exporters, once the obs branch lands.
-        self.exporter_urls: list[str] = []
+        self.exporter_urls = list(exporter_urls)  # the worker groups' metrics
 
     # ------------------------------------------------------------------ one round
 
