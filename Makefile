@@ -29,7 +29,7 @@ apt_install = { echo "installing $(1) with apt-get"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; } || \
 	{ echo "error: could not install $(1); as root run: apt-get install $(1)" >&2; exit 1; }; }
 
-.PHONY: help deps redis-server postgresql lint format test test-sqlite test-postgres demo bench
+.PHONY: help deps redis-server postgresql lint format test test-sqlite test-postgres demo bench load serve
 
 help:  ## this list
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,3 +78,9 @@ demo: deps redis-server  ## the main job end to end against the GitHub emulator,
 
 bench: deps redis-server  ## our sync against the original design (6 min; BENCH_QUICK=1: 35 s)
 	$(RUN) python -m bench
+
+serve: deps  ## the admin and the webhook receiver under gunicorn on 127.0.0.1:PORT (8000)
+	$(RUN) gunicorn --config gunicorn.conf.py
+
+load: deps redis-server postgresql  ## fleet load: 2,000 repositories, 3 rounds (LOAD_QUICK=1: a few hundred)
+	$(RUN) python -m bench.load

@@ -12,8 +12,9 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from bench import webhooks
 from bench.measure import Phase, RequestTally
-from bench.runtime import BenchSetupError, fresh_workdir, setup_django, start_redis
+from bench.runtime import WORKDIR, BenchSetupError, fresh_workdir, setup_django, start_redis
 from devtools.github_emulator import GitHubEmulator
 from devtools.processes import stop_process
 
@@ -40,6 +41,9 @@ def main() -> int:
         sync = scenarios.sync_rows(emu, tally, sizes)
         memory = scenarios.memory_rows(emu, tally, sizes.memory)
         client_settings = scenarios.client_settings()
+        receiver = webhooks.receiver_throughput(
+            emu, deliveries=webhooks.DELIVERIES // (10 if quick else 1), workdir=WORKDIR
+        )
     except BenchSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -57,6 +61,7 @@ def main() -> int:
             fanout=fanout,
             upserts=upserts,
             memory=memory,
+            receiver=receiver,
         )
     )
     return 0
@@ -119,7 +124,9 @@ def _met(ok: bool) -> str:
     return "met    " if ok else "NOT met"
 
 
-def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, memory) -> str:
+def render(
+    *, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, memory, receiver
+) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = " · QUICK mode (sizes ÷10)" if quick else ""
     out = [
@@ -163,6 +170,7 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
         ("", "(emulator latency 0)", f"peak, {large:,} PRs",
          _mib(large_phase.peak_bytes), "—", "—"),
         ("", "", f"peak ratio {large:,}/{small:,}", f"{mem_ratio:.2f}", "—", "—"),
+        *webhooks.table_rows("7", receiver),
     ]  # fmt: skip
     out += _table(rows)
 
@@ -213,6 +221,7 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
         f"({small_phase.requests:,} and {large_phase.requests:,} requests: "
         f"{small_phase.breakdown()} / {large_phase.breakdown()}; "
         f"{_secs(small_phase.seconds)} and {_secs(large_phase.seconds)} under tracemalloc).",
+        f"- Webhook receiver: {webhooks.describe(receiver)}.",
     ]
 
     full_req_ok = ours_full.requests * 20 <= original_full.requests
@@ -235,6 +244,7 @@ def render(*, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, 
         ("memory flat in the number of PRs", mem_ratio <= FLAT_MEMORY_RATIO,
          f"{_mib(small_phase.peak_bytes)} at {small:,} PRs, {_mib(large_phase.peak_bytes)} at "
          f"{large:,} (ratio {mem_ratio:.2f}; flat = ≤ {FLAT_MEMORY_RATIO})"),
+        webhooks.target_row(receiver),
     ]  # fmt: skip
     width = max(len(name) for name, _, _ in target_rows)
     out += ["", "targets (informational)" + (" — QUICK mode sizes" if quick else "")]

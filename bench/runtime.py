@@ -41,13 +41,14 @@ def start_redis() -> tuple[subprocess.Popen, str]:
     return server.process, server.url
 
 
-def setup_django(*, github_api_url: str, redis_url: str) -> None:
+def setup_django(*, github_api_url: str, redis_url: str, database_url: str | None = None) -> None:
     """Configure the project from the environment, as production does, then migrate.
 
     The Dramatiq broker is built from settings during ``django.setup()``, so ``REDIS_URL``
     must be in the environment before it. The sync's own settings (``GITHUB_PR_DETAILS``,
     ``GITHUB_TOKEN_MIN_INTERVAL_MS``, ...) are left alone: the project's defaults unless the
-    caller's environment sets them.
+    caller's environment sets them. ``database_url``: default a fresh SQLite file in
+    ``.bench/``.
     """
     os.environ.update(
         {
@@ -55,7 +56,7 @@ def setup_django(*, github_api_url: str, redis_url: str) -> None:
             "DEBUG": "false",
             "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
             "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "DATABASE_URL": f"sqlite:///{DATABASE}",
+            "DATABASE_URL": database_url or f"sqlite:///{DATABASE}",
             "GITHUB_API_URL": github_api_url,
             "REDIS_URL": redis_url,
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),

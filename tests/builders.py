@@ -12,6 +12,7 @@ from apps.integrations.models import (
     TrackedRepository,
 )
 from apps.teams.models import Team
+from devtools.github_truth import pull_request_differences
 
 TOKEN = "ghp_testtoken0000000000000000000000000001"
 
@@ -97,22 +98,7 @@ def connected_team(slug: str, *, token: str | None = None, repos: int = 1) -> Gi
 def assert_matches_github(emulator, repo: TrackedRepository, *, since=None) -> None:
     """The database holds exactly GitHub's pull requests of ``repo`` updated at or after
     ``since`` (default: all of them): none missing, none stale, none extra."""
-    truth = {
-        item.number: item
-        for item in emulator.items(repo.full_name)
-        if item.kind == "pull" and (since is None or item.updated_at >= since)
-    }
-    rows = {row.number: row for row in PullRequest.objects.filter(tracked_repo=repo)}
-    missing = sorted(set(truth) - set(rows))
-    extra = sorted(set(rows) - set(truth))
-    stale = sorted(
-        number
-        for number, row in rows.items()
-        if number in truth
-        and (
-            row.github_updated_at != truth[number].updated_at
-            or row.title != truth[number].title
-            or row.github_id != truth[number].id
-        )
+    found = pull_request_differences(emulator, repo, since=since)
+    assert (found.missing, found.stale, found.extra) == ([], [], []), (
+        "missing, stale, extra PR numbers"
     )
-    assert (missing, stale, extra) == ([], [], []), "missing, stale, extra PR numbers"

@@ -132,6 +132,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Opening a SQLite connection (Django registers its SQL functions on each) costs about
+    # 1.5 ms, as much as a webhook delivery's own work: `make serve` keeps connections
+    # (gunicorn.conf.py sets 60); other processes close them after each message or command.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "0"))
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A new PostgreSQL connection costs a server process and a few round trips: each worker
     # thread keeps its connection for a while (django-dramatiq closes it between messages
@@ -235,6 +239,13 @@ SCHEDULED_TASKS = {
         "schedule": timedelta(minutes=5),
         "expire_seconds": 5 * 60,
     },
+    # Delivery GUIDs past WEBHOOK_DELIVERY_RETENTION_DAYS: hourly, so each run deletes an
+    # hour's worth in short batches.
+    "prune-webhook-deliveries": {
+        "task": "apps.integrations.tasks.prune_webhook_deliveries",
+        "schedule": timedelta(hours=1),
+        "expire_seconds": 60 * 60,
+    },
 }
 
 # GitHub REST base URL: github.com, a GitHub Enterprise Server ".../api/v3", or an emulator.
@@ -250,6 +261,24 @@ GITHUB_TOKEN_MIN_INTERVAL_MS = int(os.environ.get("GITHUB_TOKEN_MIN_INTERVAL_MS"
 # Random spread (seconds) added to a rate-limit deferral, so repositories sharing a token do
 # not all return in the same second after the reset.
 GITHUB_RATE_LIMIT_JITTER_SECONDS = float(os.environ.get("GITHUB_RATE_LIMIT_JITTER_SECONDS", "30"))
+# Share of each token's hourly budget (REST and GraphQL alike) that bulk syncs (the daily
+# fan-out, the sweep, their continuations) leave untouched, so an operator's "sync now" and
+# webhooks still find budget; interactive syncs may spend it down to 0.
+try:
+    GITHUB_RATE_RESERVE_FRACTION = float(os.environ.get("GITHUB_RATE_RESERVE_FRACTION", "0.10"))
+except ValueError:
+    GITHUB_RATE_RESERVE_FRACTION = -1.0
+if not 0 <= GITHUB_RATE_RESERVE_FRACTION < 1:
+    sys.exit("error: GITHUB_RATE_RESERVE_FRACTION must be a number from 0 up to (not including) 1")
+# Requests (GraphQL: points) one repository sync is assumed to spend, to spread repositories
+# deferred to one reset over the windows after it (services.rate_budget). An incremental sync
+# with changes costs about 3 (listing, details, the ETag page); an idle one 0 or 1.
+try:
+    GITHUB_RATE_COST_PER_SYNC = int(os.environ.get("GITHUB_RATE_COST_PER_SYNC", "3"))
+except ValueError:
+    GITHUB_RATE_COST_PER_SYNC = 0
+if GITHUB_RATE_COST_PER_SYNC < 1:
+    sys.exit("error: GITHUB_RATE_COST_PER_SYNC must be a whole number of at least 1")
 # How a sync fetches the detail fields of changed PRs: "graphql" (up to 100 PRs per query, about
 # one rate-limit point) or "rest" (one GET per PR; for servers without GraphQL).
 GITHUB_PR_DETAILS = os.environ.get("GITHUB_PR_DETAILS", "graphql").strip().lower()

@@ -83,6 +83,7 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "full_name",
         "team",
         "is_active",
+        "inactive_reason",
         "sync_status",
         "last_sync_at",
         "short_error",
@@ -97,6 +98,7 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         "integration",
         "github_repo_id",
         "full_name",
+        "inactive_reason",
         "webhook_id",
         "webhook",
         "webhook_error",
@@ -132,7 +134,8 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
 
         selected = list(queryset.values_list("pk", flat=True))
         try:
-            count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full)
+            # An operator is waiting: ahead of the daily fan-out, and allowed the reserve.
+            count = enqueue_repository_syncs(tracked_repo_ids=selected, full=full, interactive=True)
         except EnqueueFailed as failure:
             self.message_user(request, _queue_down_message(failure), messages.ERROR)
             return
@@ -154,8 +157,13 @@ class TrackedRepositoryAdmin(admin.ModelAdmin):
         # Syncs write this row (status, watermark, checkpoint, lease) at any time; saving every
         # column would put back what was read at the start of this request and undo a sync's
         # write committed in between.
-        if form.changed_data:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        changed = list(form.changed_data)
+        if "is_active" in changed and obj.is_active and obj.inactive_reason:
+            # Reactivated by hand: the reason it was inactive (archived on GitHub) is past.
+            obj.inactive_reason = ""
+            changed.append("inactive_reason")
+        if changed:
+            obj.save(update_fields=[*changed, "updated_at"])
         if "is_active" in form.changed_data and not obj.is_active:
             self._unregister_webhooks(request, [obj])
 

@@ -20,7 +20,10 @@ limits, ETag/If-None-Match 304s that do not consume the limit, and injected fail
 ``fail_next`` (a status), ``secondary_limit_next``, ``outage`` (a 5xx storm that ends at an
 emulator-clock time or after N answers), ``misbehave_next`` (garbled answers: truncated JSON, a
 proxy's HTML page, rate-limit headers that are not numbers, a connection cut inside the headers
-or the body, a stall before the answer or mid-body) and ``latency``.
+or the body, a stall before the answer or mid-body) and ``latency``. For load runs:
+``GitHubEmulator(rate_window_seconds=60, error_rate=0.01, error_seed=1)`` shortens every
+rate-limit window and answers a seeded random share of requests 502; a primary-limit refusal
+is marked in the log (``RequestRecord.rate_limited``, ``rate_limit_reset``).
 Run ``python -m devtools.github_emulator -h`` for the CLI.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 import socket
 import threading
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import graphql, render
 from .hooks import Webhooks
-from .store import Store, TokenState, User, epoch, parse_iso8601
+from .store import RATE_WINDOW_SECONDS, Store, TokenState, User, epoch, parse_iso8601
 
 JSON_TYPE = "application/json; charset=utf-8"
 DOCS = "https://docs.github.com/rest"
@@ -67,8 +68,13 @@ class RequestRecord:
     # points charged (0 if none).
     graphql_numbers: list[int] = field(default_factory=list)
     graphql_cost: int = 0
-    # The fault injected into this answer ("outage", or one of FAULTS), "" for none.
+    # The fault injected into this answer ("outage", "random_error", or one of FAULTS), ""
+    # for none.
     fault: str = ""
+    # A refusal for the primary rate limit: the budget that ran dry ("core" or "graphql"; ""
+    # otherwise) and the reset time of its window (epoch seconds), which tells windows apart.
+    rate_limited: str = ""
+    rate_limit_reset: int = 0
 
 
 # How ``misbehave_next`` can garble an answer (see there).
@@ -263,10 +269,28 @@ class GitHubEmulator(Store):
     """A local GitHub REST API emulator that PyGithub can talk to over loopback HTTP.
 
     See the package docstring for the API. ``start()`` binds 127.0.0.1 on a free port.
+
+    ``rate_window_seconds``: the length of every token's primary rate-limit window (GitHub:
+    an hour). ``error_rate``: the fraction of requests answered 502, drawn at random before
+    authentication and rate limiting (``RequestRecord.fault`` "random_error"); ``error_seed``
+    seeds that draw, so two runs fail about the same share of requests.
     """
 
-    def __init__(self, prefix: str = "", latency: float = 0.0, host: str = "127.0.0.1"):
-        super().__init__()
+    def __init__(
+        self,
+        prefix: str = "",
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        *,
+        rate_window_seconds: int = RATE_WINDOW_SECONDS,
+        error_rate: float = 0.0,
+        error_seed: int | None = None,
+    ):
+        super().__init__(rate_window_seconds=rate_window_seconds)
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error_rate must be between 0 and 1, got {error_rate!r}")
+        self.error_rate = error_rate
+        self._error_draws = random.Random(error_seed)  # noqa: S311 - a fault schedule, not a secret
         prefix = prefix.strip()
         if prefix and not prefix.startswith("/"):
             prefix = "/" + prefix
@@ -496,6 +520,10 @@ class GitHubEmulator(Store):
                     return replace(inj)
         return None
 
+    def _random_error(self) -> bool:
+        with self.lock:
+            return self._error_draws.random() < self.error_rate
+
     def _stall(self, seconds: float) -> None:
         self._stalls_released.wait(seconds)
 
@@ -578,6 +606,9 @@ class GitHubEmulator(Store):
             except ValueError:
                 phrase = "Error"
             return _error(inj.status, phrase)
+        if self.error_rate and self._random_error():
+            req.fault = "random_error"
+            return _error(502, "Server Error")
         if not in_prefix:
             return _not_found()
         token = self.token_state(req.token)
@@ -617,6 +648,7 @@ class GitHubEmulator(Store):
                     RATE_DOCS,
                 )
                 response.headers.update(self._rate_headers(token))
+                req.rate_limited, req.rate_limit_reset = "core", token.reset
                 return response
             token.remaining -= 1
             window = token.window
@@ -664,6 +696,7 @@ class GitHubEmulator(Store):
                 message = f"API rate limit exceeded for user ID {token.user_id}."
                 body = {"data": None, "errors": [{"type": "RATE_LIMITED", "message": message}]}
                 response = _Response(200, body)
+                req.rate_limited, req.rate_limit_reset = "graphql", token.graphql_reset
             else:
                 token.graphql_remaining -= graphql.COST
                 req.graphql_cost = graphql.COST

@@ -219,8 +219,11 @@ def _sha(*parts: object) -> str:
 class Store:
     """Thread-safe emulator state plus the Python API used to seed and mutate it."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate_window_seconds: int = RATE_WINDOW_SECONDS) -> None:
         self.lock = threading.RLock()
+        # How long a primary rate-limit window lasts (REST and GraphQL): GitHub's hour, or
+        # less, so a load run sees a token that ran dry recover.
+        self.rate_window_seconds = rate_window_seconds
         self._clock_offset = 0.0
         self._users: dict[str, User] = {}
         self._tokens: dict[str, TokenState] = {}
@@ -270,7 +273,7 @@ class Store:
         with self.lock:
             user = self._user(login)
             user.type = "User"
-            reset = epoch(self.now()) + RATE_WINDOW_SECONDS
+            reset = epoch(self.now()) + self.rate_window_seconds
             state = TokenState(
                 token=token,
                 login=user.login,
@@ -325,7 +328,7 @@ class Store:
     def _reset_epoch(self, reset_at: datetime | int | None) -> int:
         """A window's reset time in epoch seconds: given, or a full window from now."""
         if reset_at is None:
-            return epoch(self.now()) + RATE_WINDOW_SECONDS
+            return epoch(self.now()) + self.rate_window_seconds
         if isinstance(reset_at, datetime):
             return epoch(to_utc(reset_at))
         return int(reset_at)
@@ -339,11 +342,11 @@ class Store:
             now = epoch(self.now())
             if now >= state.reset:
                 state.remaining = state.limit
-                state.reset = now + RATE_WINDOW_SECONDS
+                state.reset = now + self.rate_window_seconds
                 state.window += 1
             if now >= state.graphql_reset:
                 state.graphql_remaining = state.graphql_limit
-                state.graphql_reset = now + RATE_WINDOW_SECONDS
+                state.graphql_reset = now + self.rate_window_seconds
             return state
 
     # ------------------------------------------------------------------ repositories

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.contrib.messages import ERROR, get_messages
 
 from apps.integrations.models import PullRequest, TrackedRepository
-from apps.integrations.tasks import QUEUE
+from apps.integrations.tasks import INTERACTIVE_QUEUE
 from tests import builders
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ REPOS_URL = "/admin/integrations/trackedrepository/"
 
 
 def queued(broker) -> list[dramatiq.Message]:
-    return [dramatiq.Message.decode(data) for data in broker.queues[QUEUE].queue]
+    return [dramatiq.Message.decode(data) for data in broker.queues[INTERACTIVE_QUEUE].queue]
 
 
 def run_action(client, action: str, *repos: TrackedRepository):
@@ -50,16 +50,17 @@ def repos(emulator) -> list[TrackedRepository]:
     return [builders.tracked_repo(emulator, f"acme/r{i}") for i in range(3)]
 
 
-def test_sync_now_enqueues_one_sync_message_per_selected_repository(
+def test_sync_now_enqueues_one_interactive_sync_message_per_selected_repository(
     admin_client, stub_broker, repos
 ):
     selected = repos[:2]
 
     run_action(admin_client, "sync_now", *selected)
 
+    # Interactive: on their own queue, ahead of the daily fan-out's bulk messages
     messages = queued(stub_broker)
     assert sorted(m.args[0] for m in messages) == sorted(r.pk for r in selected)
-    assert {m.actor_name for m in messages} == {"sync_repository"}
+    assert {m.actor_name for m in messages} == {"sync_repository_now"}
     assert [m.kwargs for m in messages] == [{"full": False}] * 2
 
 
@@ -178,7 +179,7 @@ def test_sync_now_then_workers_sync_the_selected_repositories(
     other = builders.tracked_repo(emulator, "acme/z")
 
     run_action(admin_client, "sync_now", *selected)
-    stub_broker.join(QUEUE, timeout=30_000, fail_fast=False)
+    stub_broker.join(INTERACTIVE_QUEUE, timeout=30_000, fail_fast=False)
 
     for repo in selected:
         assert PullRequest.objects.filter(tracked_repo=repo).count() == 10

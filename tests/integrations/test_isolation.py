@@ -14,7 +14,7 @@ from django.db.models import F
 
 from apps.integrations.models import IntegrationCredential, PullRequest, TrackedRepository
 from apps.integrations.services.sync_jobs import repository_sync_job
-from apps.integrations.tasks import QUEUE, sync_repository
+from apps.integrations.tasks import INTERACTIVE_QUEUE, QUEUE, sync_repository
 from tests import builders
 
 # The actor runs on worker threads, which see only committed rows.
@@ -145,7 +145,8 @@ def test_sync_now_on_team_a_row_enqueues_only_team_a_repository(
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(REPOS_URL, {"action": "sync_now", "_selected_action": [same_repo.a.pk]})
 
-    messages = [dramatiq.Message.decode(data) for data in stub_broker.queues[QUEUE].queue]
+    queued = stub_broker.queues[INTERACTIVE_QUEUE].queue
+    messages = [dramatiq.Message.decode(data) for data in queued]
     assert [m.args for m in messages] == [(same_repo.a.pk,)]
     statuses = dict(TrackedRepository.objects.values_list("team__slug", "sync_status"))
     assert statuses == {"a": "queued", "b": "idle"}

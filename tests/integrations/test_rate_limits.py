@@ -13,6 +13,7 @@ from apps.integrations.services.github_client import (
     GitHubSecondaryRateLimit,
     client_for_token,
 )
+from apps.integrations.services.rate_budget import Ticket
 from tests import builders
 
 REPO = "acme/widgets"
@@ -103,3 +104,35 @@ def test_deferral_counts_consecutive_secondary_limits_and_a_primary_resets_the_c
     assert second.secondary_limits == 2
     assert second.retry_at == secondary.at + timedelta(minutes=2)
     assert after_primary.secondary_limits == 0
+
+
+@pytest.mark.parametrize(
+    ("number", "offset"),
+    [
+        (0, timedelta(0)),  # the first comes back at the reset
+        (29, timedelta(minutes=58)),  # 30 fit a window of 90 usable at 3 each, 2 min apart
+        (30, timedelta(hours=1)),  # the 31st starts the next window
+        (45, timedelta(hours=1, minutes=30)),
+    ],
+)
+def test_ticket_places_a_deferral_in_the_windows_after_the_reset(emulator, refused, number, offset):
+    reset_at = (datetime.now(UTC) + timedelta(minutes=20)).replace(microsecond=0)
+    emulator.set_rate_limit(builders.TOKEN, remaining=0, reset_at=reset_at)
+    limit = refused()
+
+    deferral = rate_limits.deferral_for(
+        limit, secondary_limits=0, ticket=Ticket(number=number, cost=3, usable=90)
+    )
+
+    assert timedelta(0) <= deferral.retry_at - (reset_at + offset) <= timedelta(seconds=1)
+
+
+def test_ticket_does_not_move_a_secondary_limit(emulator, refused):
+    emulator.secondary_limit_next(status=429, retry_after=7)
+    limit = refused()
+
+    deferral = rate_limits.deferral_for(
+        limit, secondary_limits=0, ticket=Ticket(number=45, cost=3, usable=90)
+    )
+
+    assert deferral.retry_at - limit.at <= timedelta(seconds=8)

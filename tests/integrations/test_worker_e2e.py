@@ -78,9 +78,11 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
 ):
     emulator.generate_pulls("acme/api", 150, start=days_ago(30), step=timedelta(hours=3))
     repo = builders.tracked_repo(emulator, "acme/api")
-    # One GraphQL point: the first page's details are served, the second page's refused.
-    # The reset is set when the limit is hit: set up front, it could pass while the worker
-    # and sync_all are still starting, and the sync would never be limited at all.
+    # One GraphQL point: the first page's details are served and spend it, and the worker
+    # learns so from the answer; the second page's are refused (by the worker's rate budget,
+    # before asking) until the reset. The reset is set with the last point: set up front, it
+    # could pass while the worker and sync_all are still starting, and the sync would never
+    # be limited at all.
     emulator.set_graphql_rate_limit(
         builders.TOKEN, remaining=1, reset_at=emulator.now() + timedelta(hours=1)
     )
@@ -88,10 +90,10 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
 
     def reset_soon_after_the_limit(req):
         if req.path == "/graphql" and not limit:
-            if emulator.token_state(builders.TOKEN).graphql_remaining == 0:  # refused
+            if emulator.token_state(builders.TOKEN).graphql_remaining == 1:  # the last point
                 limit.update(seq=req.seq, reset_at=emulator.now() + RESET_AFTER)
                 emulator.set_graphql_rate_limit(
-                    builders.TOKEN, remaining=0, reset_at=limit["reset_at"]
+                    builders.TOKEN, remaining=1, reset_at=limit["reset_at"]
                 )
 
     emulator.add_hook(reset_soon_after_the_limit)
@@ -109,9 +111,12 @@ def test_rate_limited_repository_waits_for_the_reset_then_completes(
         stop(process)
 
     assert waiting.last_sync_error == f"rate limited until {limit['reset_at']:%Y-%m-%dT%H:%M:%SZ}"
-    # Nothing reached GitHub again before its reset.
-    after_limit = [req.at for req in emulator.requests if req.seq > limit["seq"]]
+    # No GraphQL query reached GitHub again before its reset, nor did GitHub refuse one.
+    after_limit = [
+        req.at for req in emulator.requests if req.seq > limit["seq"] and req.path == "/graphql"
+    ]
     assert after_limit and min(after_limit) >= limit["reset_at"]
+    assert all(req.status == 200 for req in emulator.requests)
     assert PullRequest.objects.count() == 150
     fetched = builders.detail_fetches(emulator)
     assert len(fetched) == len(set(fetched)) == 150  # nothing fetched twice

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from apps.integrations import metrics
 from apps.integrations.services.pacing import TokenPacer, pacer_for_token
+from apps.integrations.services.rate_budget import BudgetScope, RateBudget, budget_for_token
 
 if TYPE_CHECKING:
     from github import Github
@@ -82,11 +83,26 @@ class GitHubRateLimited(GitHubError):
 
 class GitHubPrimaryRateLimit(GitHubRateLimited):
     """The token's hourly budget is spent; ``reset_at`` is X-RateLimit-Reset (None when
-    GitHub did not send it)."""
+    GitHub did not send it). ``scope``: which token budget (``services.rate_budget``) it is
+    about, when the client knows; deferrals use it to spread the repositories sharing it."""
 
-    def __init__(self, message: str, *, status: int | None, reset_at: datetime | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        reset_at: datetime | None,
+        scope: BudgetScope | None = None,
+    ) -> None:
         super().__init__(message, status=status)
         self.reset_at = reset_at
+        self.scope = scope
+
+
+class GitHubBudgetExhausted(GitHubPrimaryRateLimit):
+    """Refused here, nothing sent: the token's recorded budget is spent down to the floor
+    this sync may not go below (the reserve for bulk syncs, 0 for interactive ones) until
+    ``reset_at``. A primary rate limit to every caller."""
 
 
 class GitHubSecondaryRateLimit(GitHubRateLimited):
@@ -264,11 +280,14 @@ class GitHubClient:
 
     ``requests_made`` counts HTTP requests sent (the API cost a sync reports);
     ``after_request`` is called after each successful answer (a sync renews its lease there);
-    ``timeout`` is the one PyGithub was given, in seconds, for the errors to name.
+    ``timeout`` is the one PyGithub was given, in seconds, for the errors to name;
+    ``budget`` is the token's shared rate budget, taken before and recorded after every
+    request.
     """
 
     github: Github
     pacer: TokenPacer | None = None
+    budget: RateBudget | None = None
     requests_made: int = 0
     after_request: Callable[[], None] | None = None
     timeout: float | None = None
@@ -293,6 +312,25 @@ class GitHubClient:
         import urllib3
 
         requester = self.github.requester
+        resource = "graphql" if path == requester.graphql_url else "core"
+        if self.budget is not None and (refusal := self.budget.take(resource)) is not None:
+            logger.debug(
+                "github.budget_refused",
+                extra={
+                    "resource": refusal.resource,
+                    "remaining": refusal.remaining,
+                    "limit": refusal.limit,
+                    "reset_at": refusal.reset_at.isoformat(),
+                    "reserve": self.budget.reserve,
+                },
+            )
+            raise GitHubBudgetExhausted(
+                f"rate budget of this token ({refusal.resource}) is down to "
+                f"{refusal.remaining} of {refusal.limit}, not spent further until the reset",
+                status=None,
+                reset_at=refusal.reset_at,
+                scope=self.budget.scope(refusal.resource, refusal.limit),
+            )
         if self.pacer is not None:
             self.pacer.wait()
         self.requests_made += 1
@@ -309,6 +347,7 @@ class GitHubClient:
             raise GitHubTransientError(
                 "GitHub answered with headers that are not readable"
             ) from exc
+        resource = self._record_budget(resource, status, response_headers)
         data: Any = None
         # Every success GitHub sends us carries JSON (a 204 or 304 carries nothing): an empty
         # or unreadable body is an answer cut short or replaced on the way, never "no items".
@@ -324,13 +363,38 @@ class GitHubClient:
             if self.after_request is not None:
                 self.after_request()
             return Response(status=status, headers=response_headers, data=data)
-        error = error_from_response(status, response_headers, data)
+        error = self._scoped(
+            error_from_response(status, response_headers, data), resource, response_headers
+        )
         # DEBUG: the typed error reaches the caller, which decides what is worth reporting.
         logger.debug(
             "github.request_failed",
             extra={"method": method, "path": path, "status": status, "error": type(error).__name__},
         )
         raise error
+
+    def _record_budget(self, resource: str, status: int, headers: dict[str, str]) -> str:
+        """Record the budget an answer reports, success or error; returns the resource it
+        names (GitHub's X-RateLimit-Resource, else the one the request was counted against)."""
+        resource = headers.get("x-ratelimit-resource") or resource
+        limit = _int_header(headers, "x-ratelimit-limit")
+        remaining = _int_header(headers, "x-ratelimit-remaining")
+        reset = _int_header(headers, "x-ratelimit-reset")
+        if self.budget is None:
+            return resource
+        if limit is None or remaining is None or reset is None:
+            self.budget.record_unmetered(resource)
+            return resource
+        self.budget.record(
+            resource, limit=limit, remaining=remaining, reset=reset, charged=status != 304
+        )
+        return resource
+
+    def _scoped(self, error: GitHubError, resource: str, headers: dict[str, str]) -> GitHubError:
+        """``error``, told which token budget it is about when it is a primary limit."""
+        if isinstance(error, GitHubPrimaryRateLimit) and self.budget is not None:
+            error.scope = self.budget.scope(resource, _int_header(headers, "x-ratelimit-limit"))
+        return error
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -406,10 +470,15 @@ class GitHubClient:
             kind = error.get("type")
             path = error.get("path") or []
             if kind == "RATE_LIMITED":
-                raise error_from_response(
-                    403,
-                    {"x-ratelimit-remaining": "0", **response.headers},
-                    {"message": f"API rate limit exceeded (GraphQL): {error.get('message', '')}"},
+                detail = error.get("message", "")
+                raise self._scoped(
+                    error_from_response(
+                        403,
+                        {"x-ratelimit-remaining": "0", **response.headers},
+                        {"message": f"API rate limit exceeded (GraphQL): {detail}"},
+                    ),
+                    "graphql",
+                    response.headers,
                 )
             if kind == "NOT_FOUND" and len(path) == 2 and str(path[1]).startswith("pr"):
                 missing.append(int(str(path[1])[2:]))
@@ -571,8 +640,13 @@ def parse_github_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def client_for_token(token: str) -> GitHubClient:
-    """A client for a plaintext token (used before a credential exists, by track_repo)."""
+def client_for_token(token: str, *, keep_reserve: bool = False) -> GitHubClient:
+    """A client for a plaintext token (used before a credential exists, by track_repo).
+
+    ``keep_reserve``: a bulk sync's client, which leaves GITHUB_RATE_RESERVE_FRACTION of the
+    token's budget to interactive ones (``services.rate_budget``); without it the client may
+    spend the budget to 0.
+    """
     # Imported on first use: PyGithub and its HTTP stack take a few tenths of a second to
     # load (over a second without bytecode), which a command that stops before its first
     # request (an unknown repository, a bad flag) should not pay.
@@ -593,11 +667,19 @@ def client_for_token(token: str) -> GitHubClient:
         seconds_between_writes=None,
         lazy=True,
     )
-    return GitHubClient(github=github, pacer=pacer_for_token(token), timeout=timeout)
+    return GitHubClient(
+        github=github,
+        pacer=pacer_for_token(token),
+        budget=budget_for_token(token, keep_reserve=keep_reserve),
+        timeout=timeout,
+    )
 
 
-def client_for_integration(integration: GitHubIntegration) -> GitHubClient:
-    """A client authenticated with the integration's decrypted token.
+def client_for_integration(
+    integration: GitHubIntegration, *, keep_reserve: bool = False
+) -> GitHubClient:
+    """A client authenticated with the integration's decrypted token (``keep_reserve``: as
+    for ``client_for_token``).
 
     Raises GitHubNotConnected when the integration has no credential.
     """
@@ -607,4 +689,4 @@ def client_for_integration(integration: GitHubIntegration) -> GitHubClient:
         credential = integration.credential
     except IntegrationCredential.DoesNotExist:
         raise GitHubNotConnected.for_team(integration.team.slug) from None
-    return client_for_token(credential.access_token.reveal())
+    return client_for_token(credential.access_token.reveal(), keep_reserve=keep_reserve)

@@ -43,8 +43,14 @@ return slot - now_ms
 MAX_WAIT_SECONDS = 5.0
 
 
+def token_digest(token: str) -> str:
+    """What identifies a token in Redis (pacing, rate budget): a SHA-256 prefix, never the
+    token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
 def token_key(token: str) -> str:
-    return "tformance:pacing:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    return "tformance:pacing:" + token_digest(token)
 
 
 class TokenPacer:

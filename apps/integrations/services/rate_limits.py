@@ -8,6 +8,12 @@ GitHub's rules ("Rate limits for the REST API"): after a primary limit, wait for
 X-RateLimit-Reset (an hour when it is missing). After a secondary limit, wait Retry-After when
 given; else, if X-RateLimit-Remaining is 0, until X-RateLimit-Reset; else at least a minute,
 waiting longer while the limit persists.
+
+Many repositories sharing a token meet its primary limit together and would all come back at
+the one reset, more than the new window covers. A bulk message deferred to a reset carries a
+``rate_budget.Ticket`` (its place among those deferred to that reset): ticket k of cost c lands
+in window floor(k*c / usable) after the reset, spread evenly within that window, so a fan-out
+of 2,000 repositories on a token covering 500 per window comes back over four windows.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -23,6 +30,9 @@ from apps.integrations.services.github_client import (
     GitHubRateLimited,
     GitHubSecondaryRateLimit,
 )
+
+if TYPE_CHECKING:
+    from apps.integrations.services.rate_budget import Ticket
 
 PRIMARY_WINDOW = timedelta(hours=1)
 SECONDARY_MIN_WAIT = timedelta(seconds=60)
@@ -65,12 +75,27 @@ class Deferral:
 
 
 def deferral_for(
-    limit: GitHubRateLimited, *, secondary_limits: int, now: datetime | None = None
+    limit: GitHubRateLimited,
+    *,
+    secondary_limits: int,
+    ticket: Ticket | None = None,
+    now: datetime | None = None,
 ) -> Deferral:
     """When a message that met ``limit`` runs again (``secondary_limits``: how many secondary
     limits in a row its predecessors met). A random spread (GITHUB_RATE_LIMIT_JITTER_SECONDS)
-    keeps the repositories sharing a token from all returning in the same second."""
+    keeps the repositories sharing a token from all returning in the same second. After a
+    primary limit, a ``ticket`` (see the module docstring) places the message in the
+    windows after the reset."""
     count = 0 if isinstance(limit, GitHubPrimaryRateLimit) else secondary_limits + 1
     jitter = timedelta(seconds=random.uniform(0, settings.GITHUB_RATE_LIMIT_JITTER_SECONDS))  # noqa: S311
     retry_at = earliest_retry(limit, secondary_attempt=max(count, 1), now=now) + jitter
+    if ticket is not None and isinstance(limit, GitHubPrimaryRateLimit):
+        retry_at += window_offset(ticket)
     return Deferral(retry_at=retry_at, secondary_limits=count)
+
+
+def window_offset(ticket: Ticket) -> timedelta:
+    """How long after the reset ``ticket``'s message comes back: the budget of each window
+    (``usable``) covers ``usable / cost`` messages, spread evenly over the window."""
+    window, into = divmod(ticket.number * ticket.cost, ticket.usable)
+    return PRIMARY_WINDOW * window + PRIMARY_WINDOW * (into / ticket.usable)

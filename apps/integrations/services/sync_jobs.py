@@ -27,6 +27,7 @@ from django.db import transaction
 from apps.integrations import metrics
 from apps.integrations.models import TrackedRepository
 from apps.integrations.services import sync_outcome
+from apps.integrations.services.github_client import client_for_integration
 from apps.integrations.services.github_sync import (
     ProgressCallback,
     SyncResult,
@@ -85,6 +86,7 @@ def repository_sync_job(
     days_back: int | None = None,
     all_history: bool = False,
     progress: ProgressCallback | None = None,
+    interactive: bool = False,
 ) -> SyncJobOutcome:
     """Sync ``tracked_repo_id`` under its lease: one slice of at most ``time_budget`` seconds
     (None: to the end), recording ``syncing`` and then ``idle`` or ``queued``.
@@ -92,8 +94,10 @@ def repository_sync_job(
     ``requested_at`` is when the request (message) was made; it decides between dropping and
     waiting when another sync holds the lease (see ``sync_lease``); None (the CLI) always
     waits. ``request_id`` lets a retried full sync resume its own pass. ``full``,
-    ``days_back`` and ``all_history`` are ``repository_sync``'s. GitHub errors propagate,
-    unrecorded.
+    ``days_back`` and ``all_history`` are ``repository_sync``'s. ``interactive``: an
+    operator asked for this sync (the admin's "sync now", ``sync_repo``): it may spend the
+    token's budget down to 0, where bulk syncs leave GITHUB_RATE_RESERVE_FRACTION of it
+    (``services.rate_budget``). GitHub errors propagate, unrecorded.
     """
     repo, why_not = syncable_repository(tracked_repo_id)
     if repo is None:
@@ -122,8 +126,10 @@ def repository_sync_job(
         with transaction.atomic():
             lease.fence()
             sync_outcome.repository_sync_started(tracked_repo=repo)
+        client = client_for_integration(repo.integration, keep_reserve=not interactive)
         result = repository_sync(
             tracked_repo=repo,
+            client=client,
             full=full,
             days_back=days_back,
             all_history=all_history,

@@ -16,13 +16,14 @@ from apps.integrations.services.github_client import (
     format_github_time,
 )
 from apps.integrations.services.github_sync import SyncResult
-from apps.integrations.services.sync_jobs import repository_sync_job
+from apps.integrations.services.sync_jobs import repository_sync_job, syncable_repository
 
 
 class Command(OperatorCommand):
     help = (
         "Sync one tracked repository's pull requests now, in this process: incremental from "
-        "the last sync, or full (90 days by default) the first time or with --full."
+        "the last sync, or full (90 days by default) the first time or with --full. With "
+        "--enqueue, send the sync to the workers instead, ahead of bulk syncs."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -37,6 +38,11 @@ class Command(OperatorCommand):
         parser.add_argument(
             "--all-history", action="store_true", help="full sync of every PR ever updated"
         )
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="send an interactive sync to the workers (ahead of bulk syncs) and return",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         days_back = options["days_back"]
@@ -44,7 +50,12 @@ class Command(OperatorCommand):
             self.fail("--days-back must be a positive number of days")
         if days_back is not None and options["all_history"]:
             self.fail("--days-back and --all-history exclude each other")
+        if options["enqueue"] and (days_back is not None or options["all_history"]):
+            self.fail("--enqueue takes --full only (not --days-back or --all-history)")
         tracked_repo = self._find(options["full_name"], options["team"])
+        if options["enqueue"]:
+            self._enqueue(tracked_repo, full=options["full"])
+            return
         name = tracked_repo.full_name
         partial = SyncResult(full_name=name, kind="incremental")
 
@@ -61,6 +72,8 @@ class Command(OperatorCommand):
                 tracked_repo_id=tracked_repo.pk,
                 requested_at=None,
                 time_budget=None,
+                # An operator runs this: it may spend the reserve bulk syncs leave.
+                interactive=True,
                 full=options["full"] or days_back is not None,
                 days_back=days_back,
                 all_history=options["all_history"],
@@ -91,6 +104,24 @@ class Command(OperatorCommand):
             )
         assert outcome.result is not None
         self.stdout.write(outcome.result.summary())
+
+    def _enqueue(self, tracked_repo: TrackedRepository, *, full: bool) -> None:
+        """Send one interactive sync of ``tracked_repo`` through the task queue."""
+        from apps.integrations.tasks import EnqueueFailed, enqueue_repository_syncs
+
+        name = tracked_repo.full_name
+        try:
+            sent = enqueue_repository_syncs(
+                tracked_repo_ids=[tracked_repo.pk], full=full, interactive=True
+            )
+        except EnqueueFailed as failure:
+            cause = type(failure.__cause__).__name__
+            self.fail(f"cannot reach the task queue at REDIS_URL: {cause}; nothing was queued")
+        if not sent:
+            _, reason = syncable_repository(tracked_repo.pk)
+            self.fail(f"{name}: {self._not_syncable(tracked_repo, reason)}")
+        kind = "a full resync" if full else "a sync"
+        self.stdout.write(f"Queued {kind} of {name} ahead of bulk syncs; a worker runs it.")
 
     @staticmethod
     def _explain(error: GitHubError, partial: SyncResult) -> tuple[str, int]:

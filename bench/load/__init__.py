@@ -1,0 +1,1 @@
+"""The fleet load benchmark: `make load` / `python -m bench.load` (see ``__main__``)."""
