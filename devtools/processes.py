@@ -49,28 +49,21 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 
 def start_web_server(
-    *, port: int, env: dict[str, str], log_path: os.PathLike | str, workers: int = 2
+    *, port: int, env: dict[str, str], log_path: os.PathLike | str, workers: int | None = None
 ) -> subprocess.Popen:
-    """The web application (admin, webhook receiver) under gunicorn on 127.0.0.1:``port``,
-    in its own session, logging to ``log_path``. Wait for it with ``wait_for_port``."""
+    """The web application (admin, webhook receiver) as ``make serve`` runs it (gunicorn with
+    ``gunicorn.conf.py``) on 127.0.0.1:``port``, in its own session, logging to ``log_path``;
+    ``workers``: instead of its default. It answers once a worker has loaded Django."""
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
+    env = {**env, "PORT": str(port)}
+    if workers is not None:
+        env["WEB_CONCURRENCY"] = str(workers)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "tformance.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                # Its default path is one per user: parallel servers would fight over it.
-                "--no-control-socket",
-            ],
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"],
             cwd=root,
             env=env,
             stdout=log,

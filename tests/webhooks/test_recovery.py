@@ -248,3 +248,115 @@ def test_the_recovery_job_is_scheduled_every_five_minutes():
         if task["task"] == "apps.integrations.tasks.recover_webhook_deliveries"
     ]
     assert entry["schedule"] == timedelta(minutes=5)
+
+
+# -- end to end: the emulator delivers to the product's receiver under gunicorn ---------------
+
+
+@pytest.fixture
+def receiver_server(emulator, process_logs, settings):
+    """The product's web application (the webhook receiver) under gunicorn, on the test
+    database; ``up()`` / ``down()`` start and stop it on one port."""
+    import requests
+
+    from devtools.processes import free_port, port_is_open, start_web_server, stop_process
+    from tests.processes import DEADLINE, process_env, wait_until
+
+    settings.GITHUB_WEBHOOK_SECRETS = [SECRET]
+    port = free_port()
+    log = process_logs / "gunicorn.log"
+    env = process_env(emulator, GITHUB_WEBHOOK_SECRET=SECRET, ALLOWED_HOSTS="127.0.0.1")
+
+    class Server:
+        url = f"http://127.0.0.1:{port}/webhooks/github/"
+        process = None
+
+        def up(self) -> None:
+            self.process = start_web_server(port=port, env=env, log_path=log, workers=2)
+            # The port opens before a worker has loaded Django: wait for an answer.
+            wait_until(self.answers, timeout=DEADLINE, what="gunicorn", log=log)
+
+        def answers(self) -> bool:
+            try:
+                return requests.get(self.url, timeout=5).status_code == 405
+            except requests.RequestException:
+                return False
+
+        def down(self) -> None:
+            stop_process(self.process)
+            wait_until(lambda: not port_is_open(port), timeout=DEADLINE, what="gunicorn gone")
+
+    server = Server()
+    server.up()
+    yield server
+    if server.process is not None:
+        stop_process(server.process)
+
+
+def pull_titles(repo: TrackedRepository) -> dict[int, str]:
+    from apps.integrations.models import PullRequest
+
+    return dict(PullRequest.objects.filter(tracked_repo=repo).values_list("number", "title"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_on_github_reaches_the_database_through_the_receiver(emulator, receiver_server):
+    from tests.processes import DEADLINE, wait_until
+
+    tracked = builders.tracked_repo(emulator, REPO)
+    webhook_register(tracked_repo=tracked, url=receiver_server.url)
+
+    pull = emulator.add_pull(REPO, title="Pushed, not polled")
+
+    wait_until(
+        lambda: pull_titles(tracked) == {pull.number: "Pushed, not polled"},
+        timeout=DEADLINE,
+        what="the webhook's row",
+    )
+    builders.assert_matches_github(emulator, tracked)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_lost_while_the_receiver_was_down_is_recovered_by_the_job(
+    emulator, receiver_server
+):
+    from tests.processes import DEADLINE, wait_until
+
+    tracked = builders.tracked_repo(emulator, REPO)
+    webhook_register(tracked_repo=tracked, url=receiver_server.url)
+    receiver_server.down()
+    pull = emulator.add_pull(REPO, title="Sent while nobody listened")
+    emulator.webhooks.wait_idle()
+    receiver_server.up()
+
+    result = webhook_deliveries_recover(now=emulator.now())
+
+    wait_until(
+        lambda: pull_titles(tracked) == {pull.number: "Sent while nobody listened"},
+        timeout=DEADLINE,
+        what="the redelivered row",
+    )
+    assert (result.redelivered, result.to_sync) == (1, [])
+    emulator.webhooks.wait_idle()
+    [failed, redelivered] = emulator.webhooks.deliveries(REPO)
+    assert failed.status == "failed to connect to host" and redelivered.status == "OK"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hook_deleted_on_github_is_repaired_and_delivers_again(emulator, receiver_server):
+    from tests.processes import DEADLINE, wait_until
+
+    tracked = builders.tracked_repo(emulator, REPO)
+    webhook_register(tracked_repo=tracked, url=receiver_server.url)
+    emulator.webhooks.delete_hook(REPO, tracked.webhook_id)
+    webhook_deliveries_recover(now=emulator.now())
+
+    webhook_register(tracked_repo=fresh(tracked), url=receiver_server.url)
+    pull = emulator.add_pull(REPO, title="After the repair")
+
+    wait_until(
+        lambda: pull_titles(tracked) == {pull.number: "After the repair"},
+        timeout=DEADLINE,
+        what="a delivery through the repaired hook",
+    )
+    assert fresh(tracked).webhook_id == emulator.webhooks.hooks(REPO)[0].id
