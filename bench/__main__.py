@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from bench import webhooks
+from bench import freshness, webhooks
 from bench.measure import Phase, RequestTally
 from bench.runtime import WORKDIR, BenchSetupError, fresh_workdir, setup_django, start_redis
 from devtools.github_emulator import GitHubEmulator
@@ -44,6 +44,7 @@ def main() -> int:
         receiver = webhooks.receiver_throughput(
             emu, deliveries=webhooks.DELIVERIES // (10 if quick else 1), workdir=WORKDIR
         )
+        fresh = freshness.measure(emu, edits=30 if quick else 300, token="ghp_" + "f" * 36)
     except BenchSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -62,6 +63,7 @@ def main() -> int:
             upserts=upserts,
             memory=memory,
             receiver=receiver,
+            fresh=fresh,
         )
     )
     return 0
@@ -125,7 +127,7 @@ def _met(ok: bool) -> str:
 
 
 def render(
-    *, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, memory, receiver
+    *, quick, latency_ms, client_settings, sizes, sync, fanout, upserts, memory, receiver, fresh
 ) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = " · QUICK mode (sizes ÷10)" if quick else ""
@@ -171,6 +173,7 @@ def render(
          _mib(large_phase.peak_bytes), "—", "—"),
         ("", "", f"peak ratio {large:,}/{small:,}", f"{mem_ratio:.2f}", "—", "—"),
         *webhooks.table_rows("7", receiver),
+        *freshness.table_rows("8", fresh),
     ]  # fmt: skip
     out += _table(rows)
 
@@ -222,6 +225,7 @@ def render(
         f"{small_phase.breakdown()} / {large_phase.breakdown()}; "
         f"{_secs(small_phase.seconds)} and {_secs(large_phase.seconds)} under tracemalloc).",
         f"- Webhook receiver: {webhooks.describe(receiver)}.",
+        f"- Webhook freshness: {freshness.describe(fresh)}.",
     ]
 
     full_req_ok = ours_full.requests * 20 <= original_full.requests
@@ -245,6 +249,7 @@ def render(
          f"{_mib(small_phase.peak_bytes)} at {small:,} PRs, {_mib(large_phase.peak_bytes)} at "
          f"{large:,} (ratio {mem_ratio:.2f}; flat = ≤ {FLAT_MEMORY_RATIO})"),
         webhooks.target_row(receiver),
+        freshness.target_row(fresh),
     ]  # fmt: skip
     width = max(len(name) for name, _, _ in target_rows)
     out += ["", "targets (informational)" + (" — QUICK mode sizes" if quick else "")]

@@ -59,6 +59,8 @@ def setup_django(*, github_api_url: str, redis_url: str, database_url: str | Non
             "DATABASE_URL": database_url or f"sqlite:///{DATABASE}",
             "GITHUB_API_URL": github_api_url,
             "REDIS_URL": redis_url,
+            # The webhook freshness scenario's hook and receiver.
+            "GITHUB_WEBHOOK_SECRET": secrets.token_urlsafe(32),
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
     )
