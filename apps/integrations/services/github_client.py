@@ -349,9 +349,10 @@ class GitHubClient:
             ) from exc
         resource = self._record_budget(resource, status, response_headers)
         data: Any = None
-        # Every success GitHub sends us carries JSON (a 204 or 304 carries nothing): an empty
-        # or unreadable body is an answer cut short or replaced on the way, never "no items".
-        if status in ok and status not in (204, 304) and not text:
+        # Every success GitHub sends us carries JSON (a 204 or 304 carries nothing, and a 202,
+        # a redelivery accepted, may carry nothing): an empty or unreadable body is an answer
+        # cut short or replaced on the way, never "no items".
+        if status in ok and status not in (202, 204, 304) and not text:
             raise error_from_unreadable_body(status, response_headers, text)
         if text:
             try:
