@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import secrets
 from datetime import UTC, datetime
+
+from django.core.management import call_command
 
 from apps.integrations.models import (
     GitHubIntegration,
@@ -102,3 +105,14 @@ def assert_matches_github(emulator, repo: TrackedRepository, *, since=None) -> N
     assert (found.missing, found.stale, found.extra) == ([], [], []), (
         "missing, stale, extra PR numbers"
     )
+
+
+def run_command(*args: str) -> tuple[int, str, str]:
+    """Run a management command in-process; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command(*args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()

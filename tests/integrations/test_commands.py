@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
 
 from apps.integrations.models import (
     GitHubIntegration,
@@ -23,15 +21,7 @@ pytestmark = pytest.mark.django_db
 REPO = "acme/widgets"
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    """Run a command in-process; return (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
+run = builders.run_command
 
 
 def nothing_created() -> bool:

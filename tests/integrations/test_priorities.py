@@ -4,13 +4,11 @@ continuations and deferrals keep."""
 
 from __future__ import annotations
 
-import io
 import threading
 from datetime import timedelta
 
 import dramatiq
 import pytest
-from django.core.management import call_command
 
 from apps.integrations.models import PullRequest, TrackedRepository
 from apps.integrations.tasks import (
@@ -36,14 +34,7 @@ def status_of(repo: TrackedRepository) -> str:
     return TrackedRepository.objects.values_list("sync_status", flat=True).get(pk=repo.pk)
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
+run = builders.run_command
 
 
 def test_interactive_sync_overtakes_a_backlog_of_bulk_syncs_on_one_worker(emulator, stub_broker):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from apps.integrations.models import TrackedRepository
@@ -16,13 +14,7 @@ pytestmark = pytest.mark.django_db
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("sync_status", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
+    return builders.run_command("sync_status", *args)
 
 
 def repos(slug: str, count: int = 2, *, synced_ago: timedelta = timedelta(hours=1)):

@@ -3,10 +3,7 @@ when a repository is untracked: against the emulator over real HTTP."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from django.core.management import call_command
 
 from apps.integrations.models import PullRequest, TrackedRepository
 from tests import builders
@@ -20,14 +17,7 @@ OLD_SECRET = "s3cret-previous-0002"
 REPOS_URL = "/admin/integrations/trackedrepository/"
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
+run = builders.run_command
 
 
 @pytest.fixture(autouse=True)
