@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from devtools.github_emulator import GitHubEmulator
-from devtools.processes import free_port, stop_process
+from devtools.processes import free_port, start_web_server, stop_process
 from devtools.webhook_payloads import pull_request_payload, signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,16 +100,11 @@ def _bodies(emulator: GitHubEmulator, count: int, secret: str) -> list[tuple[byt
 def _start_gunicorn(port: int, secret: str, log: Path) -> subprocess.Popen:
     env = {
         **os.environ,
-        "PORT": str(port),
         "GITHUB_WEBHOOK_SECRET": secret,
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    return start_web_server(port=port, env=env, log_path=log)
 
 
 def _wait_for(port: int, process: subprocess.Popen, log: Path) -> None:
