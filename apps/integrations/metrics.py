@@ -24,7 +24,6 @@ the exporter would see nothing of it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import threading
@@ -36,6 +35,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar
 import dramatiq
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
+
+from apps.integrations.services.pacing import token_digest
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -113,11 +114,6 @@ def instruments() -> _Instruments:
     return _instruments
 
 
-def token_fingerprint(token: str) -> str:
-    """A label for a token: the SHA-256 prefix that ``services.pacing`` keys it by."""
-    return hashlib.sha256(token.encode()).hexdigest()[:24]
-
-
 _KINDS = (
     ("graphql", re.compile(r"/graphql$")),
     ("user", re.compile(r"^/user$")),
@@ -168,7 +164,7 @@ def observes_github_requests(
             except ValueError:
                 return response
             metrics.rate_limit_remaining.labels(
-                token=token_fingerprint(token),
+                token=token_digest(token),
                 resource=response.headers.get("x-ratelimit-resource", "core"),
             ).set(value)
         return response

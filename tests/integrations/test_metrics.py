@@ -9,9 +9,10 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from apps.integrations.metrics import request_kind, token_fingerprint
+from apps.integrations.metrics import request_kind
 from apps.integrations.models import TrackedRepository
 from apps.integrations.services.github_client import GitHubNotFound, client_for_token
+from apps.integrations.services.pacing import token_digest
 from apps.integrations.services.sync_jobs import repository_sync_job
 from tests import builders
 
@@ -114,7 +115,7 @@ def test_github_answer_sets_remaining_rate_limit_under_a_hashed_token_label(clie
     remaining = value(
         samples(text),
         "tformance_github_rate_limit_remaining",
-        token=token_fingerprint(builders.TOKEN),
+        token=token_digest(builders.TOKEN),
         resource="core",
     )
     assert remaining == 4320  # the request itself cost one

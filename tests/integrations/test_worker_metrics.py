@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.integrations.metrics import (
     WorkerMetrics,
     remove_files_of_gone_processes,
-    token_fingerprint,
 )
 from apps.integrations.models import TrackedRepository
+from apps.integrations.services.pacing import token_digest
 from devtools.processes import stop_process as stop
 from tests import builders
 from tests.processes import DEADLINE, manage, process_env, start_worker, wait_until
@@ -97,7 +97,7 @@ def test_worker_exporter_shows_dramatiq_and_sync_metrics_after_a_sync(
     assert value(text, "dramatiq_message_duration_milliseconds_sum") > 0
     assert value(text, "tformance_syncs_total", outcome="synced") == 1
     assert value(text, "tformance_github_requests_total", kind="list_issues", status="200") >= 1
-    fingerprint = token_fingerprint(builders.TOKEN)
+    fingerprint = token_digest(builders.TOKEN)
     assert value(text, "tformance_github_rate_limit_remaining", token=fingerprint) > 0
     assert builders.TOKEN not in text
 
