@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.core.management.base import BaseCommand
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.recorder import MigrationRecorder
+
+if TYPE_CHECKING:
+    from apps.integrations.models import TrackedRepository
 
 # sysexits.h EX_TEMPFAIL: "try again later" (rate limits, GitHub unavailable).
 EXIT_TEMPFAIL = 75
@@ -58,6 +61,25 @@ class OperatorCommand(BaseCommand):
         self.stderr.write(f"error: {message}")
         self.stderr.flush()
         raise SystemExit(code)
+
+    def find_tracked_repository(
+        self, full_name: str, team: str | None, *, hint: str = ""
+    ) -> TrackedRepository:
+        """The one repository ``full_name`` names (case-insensitively, as GitHub does),
+        narrowed to ``team``; else one line and exit 1 (``hint`` follows "is not tracked")."""
+        from apps.integrations.models import TrackedRepository
+
+        matches = TrackedRepository.objects.select_related("team", "integration").named(full_name)
+        if team:
+            matches = matches.filter(team__slug=team)
+        found = list(matches[:10])
+        if not found:
+            where = f" for team {team}" if team else ""
+            self.fail(f"{full_name} is not tracked{where}{hint}")
+        if len(found) > 1:
+            teams = ", ".join(sorted(r.team.slug for r in found))
+            self.fail(f"{full_name} is tracked by several teams ({teams}); pass --team SLUG")
+        return found[0]
 
     def progress(self, message: str) -> None:
         # Progress is for the person watching, so it goes to stderr and keeps stdout for the

@@ -52,7 +52,12 @@ class Command(OperatorCommand):
             self.fail("--days-back and --all-history exclude each other")
         if options["enqueue"] and (days_back is not None or options["all_history"]):
             self.fail("--enqueue takes --full only (not --days-back or --all-history)")
-        tracked_repo = self._find(options["full_name"], options["team"])
+        full_name = options["full_name"]
+        tracked_repo = self.find_tracked_repository(
+            full_name,
+            options["team"],
+            hint=f"; track it first: manage.py track_repo {full_name} --team SLUG",
+        )
         if options["enqueue"]:
             self._enqueue(tracked_repo, full=options["full"])
             return
@@ -144,19 +149,3 @@ class Command(OperatorCommand):
         if reason == "inactive":
             return "the repository is inactive (untracked); reactivate it in the admin to sync it"
         return str(GitHubNotConnected.for_team(tracked_repo.team.slug))
-
-    def _find(self, full_name: str, team: str | None) -> TrackedRepository:
-        matches = TrackedRepository.objects.select_related("team", "integration").named(full_name)
-        if team:
-            matches = matches.filter(team__slug=team)
-        found = list(matches[:10])
-        if not found:
-            where = f" for team {team}" if team else ""
-            self.fail(
-                f"{full_name} is not tracked{where}; track it first: "
-                f"manage.py track_repo {full_name} --team SLUG"
-            )
-        if len(found) > 1:
-            teams = ", ".join(sorted(r.team.slug for r in found))
-            self.fail(f"{full_name} is tracked by several teams ({teams}); pass --team SLUG")
-        return found[0]

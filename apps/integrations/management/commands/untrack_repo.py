@@ -5,7 +5,6 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from apps.integrations.management.commands._base import OperatorCommand
-from apps.integrations.models import TrackedRepository
 from apps.integrations.services.tracking import repository_untrack
 
 
@@ -21,16 +20,8 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         full_name, team = options["full_name"], options["team"]
-        matches = TrackedRepository.objects.select_related("team", "integration").named(full_name)
-        if team:
-            matches = matches.filter(team__slug=team)
-        found = list(matches[:10])
-        if not found:
-            self.fail(f"{full_name} is not tracked" + (f" for team {team}" if team else ""))
-        if len(found) > 1:
-            teams = ", ".join(sorted(r.team.slug for r in found))
-            self.fail(f"{full_name} is tracked by several teams ({teams}); pass --team SLUG")
-        result = repository_untrack(tracked_repo=found[0], reason="untracked by an operator")
+        tracked_repo = self.find_tracked_repository(full_name, team)
+        result = repository_untrack(tracked_repo=tracked_repo, reason="untracked by an operator")
         repo = result.tracked_repo
         if not result.was_active:
             self.stdout.write(f"{repo.full_name} was not tracked for team {repo.team.slug}.")
