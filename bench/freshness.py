@@ -15,12 +15,19 @@ from dataclasses import dataclass
 
 from bench.runtime import WORKDIR, BenchSetupError
 from devtools.github_emulator import GitHubEmulator
-from devtools.processes import free_port, start_web_server, stop_process
+from devtools.processes import (
+    WebServerNotServing,
+    free_port,
+    start_web_server,
+    stop_process,
+    wait_until_serving,
+)
 
 REPO = "bench/freshness"
 PULLS = 20  # edits go round these
 POLL_SECONDS = 0.002
 EDIT_TIMEOUT = 30.0  # an edit not seen by then counts as lost
+STARTUP_SECONDS = 120.0  # gunicorn loading Django on a busy machine
 GOAL_P99_SECONDS = 1.0
 
 
@@ -96,9 +103,13 @@ def measure(emu: GitHubEmulator, *, edits: int, token: str) -> Freshness:
     port = free_port()
     url = f"http://127.0.0.1:{port}/webhooks/github/"
     env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1"}
-    server = start_web_server(port=port, env=env, log_path=WORKDIR / "freshness-gunicorn.log")
+    log = WORKDIR / "freshness-gunicorn.log"
+    server = start_web_server(port=port, env=env, log_path=log)
     try:
-        _wait_until_serving(url)
+        try:
+            wait_until_serving(server, port, log_path=log, timeout=STARTUP_SECONDS)
+        except WebServerNotServing as exc:
+            raise BenchSetupError(str(exc)) from None
         webhook_register(tracked_repo=repo, url=url)
         seconds: list[float] = []
         lost = 0
@@ -128,17 +139,3 @@ def _workers() -> int:
     from bench.runtime import ROOT
 
     return int(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["workers"])
-
-
-def _wait_until_serving(url: str, timeout: float = 120.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=5).status_code == 405:  # POST only: it is up
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise BenchSetupError(f"the web server did not answer at {url}; see .bench/gunicorn.log")

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from devtools.github_emulator import GitHubEmulator
-from devtools.processes import free_port, start_web_server, stop_process
+from devtools.processes import free_port, start_web_server, stop_process, wait_until_serving
 from devtools.webhook_payloads import pull_request_payload, signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,22 +107,6 @@ def _start_gunicorn(port: int, secret: str, log: Path) -> subprocess.Popen:
     return start_web_server(port=port, env=env, log_path=log)
 
 
-def _wait_for(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/webhooks/github/")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer within {STARTUP_SECONDS}s")
-
-
 def _send_all(port: int, bodies: list, clients: int) -> tuple[Counter[int], list[float], float]:
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
@@ -182,7 +166,7 @@ def receiver_throughput(
     log = workdir / "gunicorn.log"
     process = _start_gunicorn(port, secret, log)
     try:
-        _wait_for(port, process, log)
+        wait_until_serving(process, port, log_path=log, timeout=STARTUP_SECONDS)
         # Each worker's first requests load what preloading could not (connections, lazy
         # imports); they are sent but not timed.
         warmup = bodies[: clients * 4]

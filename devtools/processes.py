@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
+import time
 
 
 def free_port() -> int:
@@ -70,6 +72,39 @@ def start_web_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+class WebServerNotServing(RuntimeError):
+    """The web server exited, or gave no HTTP answer in time; the message ends with its log."""
+
+
+def wait_until_serving(
+    process: subprocess.Popen, port: int, *, log_path: os.PathLike | str, timeout: float
+) -> None:
+    """Wait until the web application on 127.0.0.1:``port`` answers HTTP: any status will
+    do (the receiver answers a GET with 405), as it means a worker has loaded Django."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise WebServerNotServing(f"gunicorn exited: {_tail(log_path)}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/webhooks/github/")
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    raise WebServerNotServing(f"gunicorn did not answer within {timeout:.0f}s: {_tail(log_path)}")
+
+
+def _tail(log_path: os.PathLike | str) -> str:
+    try:
+        with open(log_path, errors="replace") as log:
+            return log.read()[-2000:]
+    except OSError:
+        return "(no log)"
 
 
 def port_is_open(port: int) -> bool:
